@@ -1,0 +1,81 @@
+# lmc: plain Makefile. `make` builds build/lmc; `make check` builds and runs
+# every test; `make deps` installs the Debian packages that are missing.
+CC      ?= cc
+NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+PKGS     = openblas lapacke libcjson libpcre2-8 zlib
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -Wall -Wextra -D_GNU_SOURCE -fopenmp -MMD -MP \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lopenblas -llapacke -lcjson -lpcre2-8 -lz) -lm -fopenmp
+CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lpthread)
+
+B        = build
+LIB_SRC  = $(wildcard core/*.c formats/*.c calib/*.c eval/*.c compress/*.c)
+CLI_SRC  = lmc.c $(wildcard cli/*.c)
+TEST_SRC = $(wildcard tests/test_*.c)
+LIB_OBJ  = $(LIB_SRC:%.c=$(B)/%.o)
+CLI_OBJ  = $(CLI_SRC:%.c=$(B)/%.o)
+TESTS    = $(TEST_SRC:tests/%.c=$(B)/tests/%)
+TEST_HELPERS = $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
+TEST_HELPER_OBJ = $(TEST_HELPERS:%.c=$(B)/%.o)
+
+# CUDA: built only when nvcc is found; the CPU build never needs it.
+CU_SRC   = $(wildcard eval/*.cu compress/*.cu)
+ifneq ($(strip $(NVCC)),)
+ifneq ($(strip $(CU_SRC)),)
+ifneq ($(LMC_NO_CUDA),1)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CU_OBJ   = $(CU_SRC:%.cu=$(B)/%.cu.o)
+CFLAGS  += -DLMC_HAVE_CUDA
+NVFLAGS ?= -O2 -std=c++17 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80 -Xcompiler -Wall,-Wextra
+LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
+endif
+endif
+endif
+
+.SECONDARY:
+.PHONY: all deps check asan-check bench clean demo
+all: $(B)/lmc
+
+$(B)/liblmc.a: $(LIB_OBJ) $(CU_OBJ)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(B)/lmc: $(CLI_OBJ) $(B)/liblmc.a
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(B)/liblmc.a $(LDLIBS)
+
+$(B)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(if $(filter tests/%,$<),$(CHECK_CFLAGS)) -c $< -o $@
+
+$(B)/%.cu.o: %.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(B)/tests/%: $(B)/tests/%.o $(TEST_HELPER_OBJ) $(B)/liblmc.a
+	$(CC) $(CFLAGS) -o $@ $< $(TEST_HELPER_OBJ) $(B)/liblmc.a $(CHECK_LIBS) $(LDLIBS)
+
+deps:
+	@scripts/deps.sh
+
+check: $(B)/lmc $(TESTS)
+	@scripts/run-tests.sh $(TESTS)
+
+asan-check:
+	$(MAKE) B=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	    LDFLAGS="-fsanitize=address,undefined" LMC_NO_CUDA=1 build-asan/lmc
+	$(MAKE) B=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	    LMC_NO_CUDA=1 LMC_TEST_FILTER=malformed build-asan/lmc $(TESTS:$(B)/%=build-asan/%)
+	LMC_BIN=build-asan/lmc scripts/run-tests.sh --asan $(TESTS:$(B)/%=build-asan/%)
+
+bench: $(B)/lmc
+	scripts/bench-eval
+
+demo: $(B)/lmc
+	scripts/demo.sh
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

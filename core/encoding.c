@@ -1,0 +1,115 @@
+#include "encoding.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "half.h"
+
+static const lmc_enc_traits *table[LMC_ENC_MAX];
+
+const lmc_enc_traits *lmc_enc_get(lmc_enc_id id)
+{
+    lmc_encodings_init();
+    if ((int)id < 0 || id >= LMC_ENC_MAX)
+        return NULL;
+    return table[id];
+}
+
+const lmc_enc_traits *lmc_enc_by_name(const char *name)
+{
+    lmc_encodings_init();
+    for (int i = 0; i < LMC_ENC_MAX; i++)
+        if (table[i] && strcmp(table[i]->name, name) == 0)
+            return table[i];
+    return NULL;
+}
+
+void lmc_enc_register(const lmc_enc_traits *t)
+{
+    if (t && (int)t->id >= 0 && t->id < LMC_ENC_MAX)
+        table[t->id] = t;
+}
+
+/* ---- dense encodings ---- */
+
+static int dense_validate(const lmc_encoding *e, int64_t rows, int64_t cols, lmc_error *err)
+{
+    (void)e;
+    if (rows <= 0 || cols <= 0)
+        return lmc_fail(err, "empty tensor shape [%lld, %lld]", (long long)rows, (long long)cols);
+    return 0;
+}
+
+static size_t elem_size(lmc_enc_id id) { return id == LMC_ENC_F32 ? 4 : 2; }
+
+static size_t dense_nbytes(const lmc_encoding *e, int64_t rows, int64_t cols)
+{
+    return (size_t)rows * (size_t)cols * elem_size(e->id);
+}
+
+static int dense_to_f32(const lmc_encoding *e, const uint8_t *data, int64_t rows, int64_t cols,
+                        float *out, lmc_error *err)
+{
+    (void)err;
+    size_t n = (size_t)rows * (size_t)cols;
+    switch (e->id) {
+    case LMC_ENC_F32: memcpy(out, data, n * 4); break;
+    case LMC_ENC_F16: lmc_f16_to_f32_n((const uint16_t *)data, out, n); break;
+    case LMC_ENC_BF16: lmc_bf16_to_f32_n((const uint16_t *)data, out, n); break;
+    default: return lmc_fail(err, "not a dense encoding");
+    }
+    return 0;
+}
+
+static const lmc_enc_traits f32_traits = {LMC_ENC_F32, "f32", dense_validate, dense_nbytes,
+                                          dense_to_f32, NULL};
+static const lmc_enc_traits f16_traits = {LMC_ENC_F16, "f16", dense_validate, dense_nbytes,
+                                          dense_to_f32, NULL};
+static const lmc_enc_traits bf16_traits = {LMC_ENC_BF16, "bf16", dense_validate, dense_nbytes,
+                                           dense_to_f32, NULL};
+
+/* Encodings implemented elsewhere define these objects; weak references keep
+ * the table usable while an encoding's module is not linked in. */
+extern const lmc_enc_traits lmc_enc_qgroup_traits __attribute__((weak));
+extern const lmc_enc_traits lmc_enc_sparse_traits __attribute__((weak));
+extern const lmc_enc_traits lmc_enc_nm_traits __attribute__((weak));
+extern const lmc_enc_traits lmc_enc_lowrank_traits __attribute__((weak));
+extern const lmc_enc_traits lmc_enc_int8_outlier_traits __attribute__((weak));
+extern const lmc_enc_traits lmc_enc_w8a8_traits __attribute__((weak));
+
+void lmc_encodings_init(void)
+{
+    static int done;
+    if (done)
+        return;
+    done = 1;
+    lmc_enc_register(&f32_traits);
+    lmc_enc_register(&f16_traits);
+    lmc_enc_register(&bf16_traits);
+    lmc_enc_register(&lmc_enc_qgroup_traits);
+    lmc_enc_register(&lmc_enc_sparse_traits);
+    lmc_enc_register(&lmc_enc_nm_traits);
+    lmc_enc_register(&lmc_enc_lowrank_traits);
+    lmc_enc_register(&lmc_enc_int8_outlier_traits);
+    lmc_enc_register(&lmc_enc_w8a8_traits);
+}
+
+void lmc_enc_describe(const lmc_encoding *e, char *buf, size_t n)
+{
+    const lmc_enc_traits *t = lmc_enc_get(e->id);
+    const char *name = t ? t->name : "unknown";
+    switch (e->id) {
+    case LMC_ENC_QGROUP:
+        if (e->group > 0)
+            snprintf(buf, n, "%s w%d g%d %s%s", name, e->bits, e->group, e->sym ? "sym" : "asym",
+                     e->has_gidx ? " act-order" : "");
+        else
+            snprintf(buf, n, "%s w%d per-row %s%s", name, e->bits, e->sym ? "sym" : "asym",
+                     e->has_gidx ? " act-order" : "");
+        break;
+    case LMC_ENC_NM: snprintf(buf, n, "%s %d:%d", name, e->n, e->m); break;
+    case LMC_ENC_LOWRANK: snprintf(buf, n, "%s r%d", name, e->rank); break;
+    default: snprintf(buf, n, "%s", name); break;
+    }
+}

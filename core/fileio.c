@@ -1,0 +1,243 @@
+#define _POSIX_C_SOURCE 200809L
+#include "fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int lmc_mmap_open(const char *path, lmc_mmap *m, lmc_error *err)
+{
+    m->data = NULL;
+    m->size = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return lmc_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return lmc_fail(err, "%s: cannot stat: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return lmc_fail(err, "%s: not a regular file", path);
+    }
+    if (st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            close(fd);
+            return lmc_fail(err, "%s: cannot mmap: %s", path, strerror(errno));
+        }
+        m->data = p;
+        m->size = (size_t)st.st_size;
+    }
+    close(fd);
+    return 0;
+}
+
+void lmc_mmap_close(lmc_mmap *m)
+{
+    if (m->data)
+        munmap((void *)m->data, m->size);
+    m->data = NULL;
+    m->size = 0;
+}
+
+int lmc_read_file(const char *path, char **data, size_t *size, lmc_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return lmc_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        fclose(f);
+        return lmc_fail(err, "%s: out of memory", path);
+    }
+    for (;;) {
+        if (n == cap) {
+            cap *= 2;
+            char *nb = realloc(buf, cap + 1);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return lmc_fail(err, "%s: out of memory", path);
+            }
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0)
+            break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return lmc_fail(err, "%s: read error", path);
+    }
+    buf[n] = 0;
+    *data = buf;
+    if (size)
+        *size = n;
+    return 0;
+}
+
+int lmc_is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int lmc_file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+char *lmc_path_join(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (!p)
+        return NULL;
+    memcpy(p, dir, a);
+    p[a] = '/';
+    memcpy(p + a + 1, name, b + 1);
+    return p;
+}
+
+/* Temporary files that a signal must clean up. A small fixed table: the tool
+ * writes at most a few outputs at once. */
+#define LMC_MAX_PENDING 8
+static char *volatile pending[LMC_MAX_PENDING];
+static int handlers_installed;
+
+static void on_signal(int sig)
+{
+    for (int i = 0; i < LMC_MAX_PENDING; i++)
+        if (pending[i])
+            unlink(pending[i]);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void track(char *p)
+{
+    if (!handlers_installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGHUP, &sa, NULL);
+        handlers_installed = 1;
+    }
+    for (int i = 0; i < LMC_MAX_PENDING; i++)
+        if (!pending[i]) {
+            pending[i] = p;
+            return;
+        }
+}
+
+static void untrack(char *p)
+{
+    for (int i = 0; i < LMC_MAX_PENDING; i++)
+        if (pending[i] == p)
+            pending[i] = NULL;
+}
+
+int lmc_atomic_open(lmc_atomic_file *af, const char *path, lmc_error *err)
+{
+    memset(af, 0, sizeof *af);
+    size_t n = strlen(path);
+    af->final_path = strdup(path);
+    af->tmp_path = malloc(n + 16);
+    if (!af->final_path || !af->tmp_path) {
+        free(af->final_path);
+        free(af->tmp_path);
+        return lmc_fail(err, "%s: out of memory", path);
+    }
+    snprintf(af->tmp_path, n + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(af->tmp_path);
+    if (fd < 0) {
+        int e = errno;
+        free(af->final_path);
+        free(af->tmp_path);
+        af->final_path = af->tmp_path = NULL;
+        return lmc_fail(err, "%s: cannot create output: %s", path, strerror(e));
+    }
+    fchmod(fd, 0644);
+    af->f = fdopen(fd, "wb");
+    if (!af->f) {
+        close(fd);
+        unlink(af->tmp_path);
+        return lmc_fail(err, "%s: cannot open output stream", path);
+    }
+    track(af->tmp_path);
+    return 0;
+}
+
+int lmc_atomic_write(lmc_atomic_file *af, const void *buf, size_t n, lmc_error *err)
+{
+    if (n && fwrite(buf, 1, n, af->f) != n)
+        return lmc_fail(err, "%s: write failed: %s", af->final_path, strerror(errno));
+    return 0;
+}
+
+int lmc_atomic_commit(lmc_atomic_file *af, lmc_error *err)
+{
+    if (!af->f)
+        return lmc_fail(err, "%s: output not open", af->final_path ? af->final_path : "?");
+    int bad = fflush(af->f) != 0 || fsync(fileno(af->f)) != 0;
+    int e = errno;
+    bad |= fclose(af->f) != 0;
+    af->f = NULL;
+    if (bad) {
+        lmc_fail(err, "%s: write failed: %s", af->final_path, strerror(e));
+        lmc_atomic_abort(af);
+        return -1;
+    }
+    if (rename(af->tmp_path, af->final_path) != 0) {
+        lmc_fail(err, "%s: cannot rename into place: %s", af->final_path, strerror(errno));
+        lmc_atomic_abort(af);
+        return -1;
+    }
+    /* make the rename itself durable */
+    char *d = strdup(af->final_path);
+    if (d) {
+        int dfd = open(dirname(d), O_RDONLY);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        free(d);
+    }
+    untrack(af->tmp_path);
+    free(af->tmp_path);
+    free(af->final_path);
+    af->tmp_path = af->final_path = NULL;
+    return 0;
+}
+
+void lmc_atomic_abort(lmc_atomic_file *af)
+{
+    if (af->f) {
+        fclose(af->f);
+        af->f = NULL;
+    }
+    if (af->tmp_path) {
+        unlink(af->tmp_path);
+        untrack(af->tmp_path);
+        free(af->tmp_path);
+        af->tmp_path = NULL;
+    }
+    free(af->final_path);
+    af->final_path = NULL;
+}

@@ -1,0 +1,45 @@
+/* File access: read-only memory maps, whole-file reads, and atomic output
+ * (temporary file in the destination directory, fsync, rename) so that no
+ * reader ever sees a half-written output, whatever happens to the writer. */
+#ifndef LMC_FILEIO_H
+#define LMC_FILEIO_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "error.h"
+
+typedef struct lmc_mmap {
+    const unsigned char *data; /* NULL for an empty file */
+    size_t size;
+} lmc_mmap;
+
+int lmc_mmap_open(const char *path, lmc_mmap *m, lmc_error *err);
+void lmc_mmap_close(lmc_mmap *m);
+
+/* Whole file into a NUL-terminated heap buffer (caller frees). */
+int lmc_read_file(const char *path, char **data, size_t *size, lmc_error *err);
+
+int lmc_is_dir(const char *path);
+int lmc_file_exists(const char *path);
+/* path_join into a heap string: dir + "/" + name */
+char *lmc_path_join(const char *dir, const char *name);
+
+typedef struct lmc_atomic_file {
+    FILE *f;
+    char *tmp_path;
+    char *final_path;
+} lmc_atomic_file;
+
+/* Opens PATH.tmp.XXXXXX beside PATH. Until commit, SIGINT/SIGTERM/SIGHUP
+ * remove the temporary file before the process dies. */
+int lmc_atomic_open(lmc_atomic_file *af, const char *path, lmc_error *err);
+/* Flush, fsync, rename into place, fsync the directory. On failure the
+ * temporary file is removed. */
+int lmc_atomic_commit(lmc_atomic_file *af, lmc_error *err);
+/* Remove the temporary file; safe to call after commit (no-op). */
+void lmc_atomic_abort(lmc_atomic_file *af);
+/* fwrite that reports errors with the destination's name. */
+int lmc_atomic_write(lmc_atomic_file *af, const void *buf, size_t n, lmc_error *err);
+
+#endif

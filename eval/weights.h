@@ -1,0 +1,51 @@
+/* Weights ready for the forward pass: every tensor of the model decoded to
+ * fp32 once (dequantize-on-load), or pointed at directly when it is fp32 in
+ * memory already. Encodings with a kernel of their own (later: W8A8, int8
+ * outliers) keep their encoded tensor in lmc_linear.src for that kernel. */
+#ifndef LMC_WEIGHTS_H
+#define LMC_WEIGHTS_H
+
+#include <stdint.h>
+
+#include "../core/model.h"
+
+typedef struct lmc_linear {
+    int64_t out, in;
+    const float *w;          /* [out][in] row-major fp32 */
+    const float *b;          /* [out] or NULL */
+    const lmc_tensor *src;   /* the encoded weight tensor */
+} lmc_linear;
+
+typedef struct lmc_block_w {
+    const float *attn_norm_w, *attn_norm_b; /* b NULL for RMSNorm */
+    const float *ffn_norm_w, *ffn_norm_b;
+    lmc_linear q, k, v, o;
+    lmc_linear gate;         /* w NULL when the architecture has no gate */
+    lmc_linear up, down;
+    void *owned;             /* private: buffers to free */
+} lmc_block_w;
+
+typedef struct lmc_weights {
+    const lmc_model *model;
+    const lmc_config *cfg;
+    const float *embed;      /* [vocab][hidden] */
+    const float *pos_embed;  /* [positions][hidden] or NULL */
+    const float *final_norm_w, *final_norm_b;
+    lmc_linear head;         /* w may alias embed when tied */
+    lmc_block_w *blocks;     /* [n_layers] */
+    void *owned;             /* private */
+} lmc_weights;
+
+/* Decode all tensors. Fails on a missing tensor, a shape that does not match
+ * the config, or a NaN/Inf weight (naming the tensor). */
+int lmc_weights_prepare(const lmc_model *m, lmc_weights **out, lmc_error *err);
+/* (Re)build one block from the model's current tensors, e.g. after a pass
+ * replaced them. Frees what bw held before. */
+int lmc_weights_prepare_block(const lmc_model *m, int layer, lmc_block_w *bw, lmc_error *err);
+void lmc_block_w_release(lmc_block_w *bw);
+void lmc_weights_free(lmc_weights *w);
+
+/* Decode one tensor to a fresh fp32 buffer (caller frees). Checks finiteness. */
+int lmc_tensor_to_f32(const lmc_tensor *t, float **out, lmc_error *err);
+
+#endif

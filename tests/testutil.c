@@ -1,0 +1,75 @@
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../core/fileio.h"
+
+const char *lmc_test_shared(void)
+{
+    static char buf[4096];
+    const char *env = getenv("LMC_SHARED");
+    const char *p = env && *env ? env : "../shared";
+    if (!lmc_is_dir(p))
+        return NULL;
+    snprintf(buf, sizeof buf, "%s", p);
+    return buf;
+}
+
+const char *lmc_test_shared_path(const char *rel)
+{
+    static char buf[8][4096];
+    static int k;
+    const char *s = lmc_test_shared();
+    if (!s) {
+        printf("SKIP: ../shared absent (%s)\n", rel);
+        return NULL;
+    }
+    char *b = buf[k++ & 7];
+    snprintf(b, 4096, "%s/%s", s, rel);
+    return b;
+}
+
+const char *lmc_test_data(const char *rel)
+{
+    static char buf[8][4096];
+    static int k;
+    char *b = buf[k++ & 7];
+    snprintf(b, 4096, "data/%s", rel);
+    return b;
+}
+
+static char tmpdir[256];
+
+static void cleanup(void)
+{
+    if (tmpdir[0]) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "warning: could not remove %s\n", tmpdir);
+    }
+}
+
+const char *lmc_test_tmpdir(void)
+{
+    if (!tmpdir[0]) {
+        snprintf(tmpdir, sizeof tmpdir, "/tmp/lmc-test-XXXXXX");
+        if (!mkdtemp(tmpdir))
+            return "/tmp";
+        atexit(cleanup);
+    }
+    return tmpdir;
+}
+
+int lmc_test_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int nf = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return nf == 0 ? 0 : 1;
+}
