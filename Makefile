@@ -35,7 +35,7 @@ endif
 endif
 
 .SECONDARY:
-.PHONY: all deps check asan-check bench clean demo
+.PHONY: all deps check test asan-check bench clean demo
 all: $(B)/lmc
 
 $(B)/liblmc.a: $(LIB_OBJ) $(CU_OBJ)
@@ -59,6 +59,16 @@ $(B)/tests/%: $(B)/tests/%.o $(TEST_HELPER_OBJ) $(B)/liblmc.a
 deps:
 	@scripts/deps.sh
 
+# The README's two commands: install what is missing, build, then run.
+test:
+	@scripts/deps.sh
+	@$(MAKE) --no-print-directory -j2 check
+
+demo:
+	@scripts/deps.sh
+	@$(MAKE) --no-print-directory -j2 all
+	@scripts/demo.sh
+
 check: $(B)/lmc $(TESTS)
 	@scripts/run-tests.sh $(TESTS)
 
@@ -71,9 +81,6 @@ asan-check:
 
 bench: $(B)/lmc
 	scripts/bench-eval
-
-demo: $(B)/lmc
-	scripts/demo.sh
 
 clean:
 	rm -rf build build-asan

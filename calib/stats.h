@@ -1,0 +1,48 @@
+/* Per-site calibration statistics, accumulated from the inputs that the
+ * forward pass shows its observer. Linears reading the same input (q, k, v;
+ * gate, up) share one accumulator. */
+#ifndef LMC_STATS_H
+#define LMC_STATS_H
+
+#include <stdint.h>
+
+#include "../core/error.h"
+#include "../core/model.h"
+
+enum {
+    LMC_STAT_HESSIAN = 1u << 0, /* Σ x xᵀ */
+    LMC_STAT_ABS_MEAN = 1u << 1, /* Σ |x| */
+    LMC_STAT_ABS_MAX = 1u << 2,  /* max |x| */
+    LMC_STAT_SQ_SUM = 1u << 3,   /* Σ x² */
+};
+
+typedef struct lmc_site_stats {
+    int64_t dim;
+    int64_t ntok;     /* rows accumulated */
+    double *xtx;      /* [dim][dim] Σ x xᵀ (full, symmetric after finish) */
+    double *abs_sum;  /* [dim] */
+    double *abs_max;  /* [dim] */
+    double *sq_sum;   /* [dim] */
+    float *tmp;       /* private */
+} lmc_site_stats;
+
+typedef struct lmc_block_stats {
+    unsigned flags;
+    lmc_site_stats site[LMC_SITE_COUNT];
+} lmc_block_stats;
+
+int lmc_block_stats_init(lmc_block_stats *s, const lmc_config *cfg, unsigned flags,
+                         lmc_error *err);
+/* Zero the accumulators for a new block. */
+void lmc_block_stats_reset(lmc_block_stats *s);
+void lmc_block_stats_free(lmc_block_stats *s);
+/* Observer callback (eval/forward.h lmc_observer_fn); ctx is lmc_block_stats*. */
+void lmc_block_stats_observe(void *ctx, int layer, lmc_site site, const float *x, int64_t ntok,
+                             int64_t dim);
+/* Mirror the upper triangle after accumulation. */
+void lmc_block_stats_finish(lmc_block_stats *s);
+
+/* The GPTQ Hessian H = 2/N Σ x xᵀ of a site, as a fresh double buffer. */
+double *lmc_site_hessian(const lmc_site_stats *st);
+
+#endif

@@ -1,0 +1,29 @@
+/* Calibration windows: token windows sampled from a calibration text. */
+#ifndef LMC_WINDOWS_H
+#define LMC_WINDOWS_H
+
+#include <stdint.h>
+
+#include "../core/error.h"
+
+typedef struct lmc_windows {
+    int n;          /* number of windows */
+    int seqlen;     /* tokens per window */
+    int32_t *ids;   /* [n][seqlen] */
+    int64_t source_tokens; /* tokens in the whole calibration text */
+    char sha256[65];       /* of the calibration file's bytes */
+} lmc_windows;
+
+/* Sampling (documented in docs/PASSES.md): the whole text is tokenized once
+ * with the model's default special tokens; window k starts at a position
+ * drawn uniformly from [0, tokens - seqlen - 1] by a SplitMix64 generator
+ * seeded with `seed`, as the GPTQ reference's random crops do. Windows may
+ * overlap. Fails when the text has fewer than seqlen + 1 tokens. */
+int lmc_windows_sample(const int32_t *ids, int64_t ntok, int nsamples, int seqlen, uint64_t seed,
+                       lmc_windows *out, const char *source, lmc_error *err);
+void lmc_windows_free(lmc_windows *w);
+
+/* Deterministic PRNG shared by everything seeded in lmc. */
+uint64_t lmc_splitmix64(uint64_t *state);
+
+#endif

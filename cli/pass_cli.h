@@ -1,0 +1,35 @@
+/* The flow every compression subcommand shares: options common to all passes,
+ * loading the model, calibration windows, running the driver, writing the
+ * container with provenance, and the summary on stdout. */
+#ifndef LMC_PASS_CLI_H
+#define LMC_PASS_CLI_H
+
+#include <cjson/cJSON.h>
+
+#include "../calib/pass.h"
+
+typedef struct lmc_pass_cli {
+    const char *cmd;
+    const char *model_path;
+    const char *out_path;
+    const char *calib_path;
+    long nsamples;  /* 128 */
+    long seqlen;    /* 0: model's max positions capped at 2048 */
+    long seed;      /* 0 */
+    long threads;   /* 0: all cores */
+    int json;
+    cJSON *args;    /* pass-specific arguments, recorded in the provenance */
+} lmc_pass_cli;
+
+void lmc_pass_cli_init(lmc_pass_cli *c, const char *cmd);
+/* Consume a common option at argv[*i]: returns 1 if consumed, 0 if not ours,
+ * -1 after a usage error was printed. A non-option argument is taken as the
+ * MODEL path. */
+int lmc_pass_cli_opt(lmc_pass_cli *c, int argc, char **argv, int *i);
+/* Help text for the common options. */
+extern const char lmc_pass_cli_common_help[];
+/* Load, calibrate (when the pass needs it), run, write. Returns an exit code.
+ * Frees c->args. */
+int lmc_pass_cli_run(lmc_pass_cli *c, const lmc_pass *p);
+
+#endif
