@@ -69,11 +69,13 @@ static const lmc_enc_traits f16_traits = {LMC_ENC_F16, "f16", dense_validate, de
 static const lmc_enc_traits bf16_traits = {LMC_ENC_BF16, "bf16", dense_validate, dense_nbytes,
                                            dense_to_f32, NULL};
 
-/* Encodings implemented elsewhere define these objects; weak references keep
- * the table usable while an encoding's module is not linked in. */
-extern const lmc_enc_traits lmc_enc_qgroup_traits __attribute__((weak));
-extern const lmc_enc_traits lmc_enc_sparse_traits __attribute__((weak));
-extern const lmc_enc_traits lmc_enc_nm_traits __attribute__((weak));
+/* Encodings implemented in their own modules (core/enc_*.c). Strong
+ * references, so that linking the static library pulls them in. */
+extern const lmc_enc_traits lmc_enc_qgroup_traits;
+extern const lmc_enc_traits lmc_enc_sparse_traits;
+extern const lmc_enc_traits lmc_enc_nm_traits;
+/* Planned encodings whose modules do not exist yet: weak, so the table just
+ * lacks them (a container using one is rejected as an unknown encoding). */
 extern const lmc_enc_traits lmc_enc_lowrank_traits __attribute__((weak));
 extern const lmc_enc_traits lmc_enc_int8_outlier_traits __attribute__((weak));
 extern const lmc_enc_traits lmc_enc_w8a8_traits __attribute__((weak));

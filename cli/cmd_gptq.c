@@ -1,0 +1,149 @@
+/* lmc gptq / lmc rtn: grouped integer weight quantization. */
+#include <stdio.h>
+#include <string.h>
+
+#include "../compress/quant_passes.h"
+#include "cli.h"
+#include "pass_cli.h"
+
+static const char rtn_help[] =
+    "usage: lmc rtn MODEL -o OUT.lmc [--bits B] [--group G] [--sym]\n"
+    "Round-to-nearest with the min/max quantizer (asymmetric unless --sym).\n"
+    "  --bits B            2..8 (default 4)\n"
+    "  --group G           input columns per scale/zero, -1 = one per row (default 128)\n"
+    "  --sym               symmetric grid (zero fixed at 2^(B-1))\n";
+
+static const char gptq_help[] =
+    "usage: lmc gptq MODEL -o OUT.lmc [options]\n"
+    "GPTQ (Frantar et al.): column-by-column quantization with error feedback\n"
+    "through the inverse Hessian of the calibration inputs, block by block.\n"
+    "  --bits B            2..8 (default 4)\n"
+    "  --group G           input columns per scale/zero, -1 = one per row (default 128)\n"
+    "  --sym               symmetric grid\n"
+    "  --act-order         columns in descending diag(H) order (stores g_idx)\n"
+    "  --static-groups     with --act-order: fit all groups up front (no g_idx needed)\n"
+    "  --damp F            damping, fraction of mean diag(H) (default 0.01); raised x10\n"
+    "                      with a warning while H is not positive definite\n"
+    "  --block N           columns per lazy-update block (default 128)\n";
+
+static int parse_quant_opt(const char *cmd, int argc, char **argv, int *i, int *bits,
+                           int *group, int *sym, int *handled)
+{
+    const char *a = argv[*i], *v;
+    long x;
+    *handled = 1;
+    if (lmc_is_opt(a, "--bits")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_int(v, 2, 8, &x))
+            return lmc_usage_error(cmd, "--bits %s: must be an integer from 2 to 8", v), -1;
+        *bits = (int)x;
+    } else if (lmc_is_opt(a, "--group")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_int(v, -1, 1 << 30, &x) || x == 0)
+            return lmc_usage_error(cmd, "--group %s: must be -1 or a positive integer", v), -1;
+        *group = (int)x;
+    } else if (!strcmp(a, "--sym")) {
+        *sym = 1;
+    } else {
+        *handled = 0;
+    }
+    return 0;
+}
+
+int lmc_cmd_rtn(int argc, char **argv)
+{
+    lmc_pass_cli c;
+    lmc_pass_cli_init(&c, "rtn");
+    lmc_rtn_opts o = {4, 128, 0};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("%s%s", rtn_help, lmc_pass_cli_common_help);
+            cJSON_Delete(c.args);
+            return LMC_EXIT_OK;
+        }
+        int h, r = parse_quant_opt("rtn", argc, argv, &i, &o.bits, &o.group, &o.sym, &h);
+        if (r < 0 || (!h && (r = lmc_pass_cli_opt(&c, argc, argv, &i)) <= 0)) {
+            if (!h && r == 0)
+                lmc_usage_error("rtn", "unknown option '%s'", argv[i]);
+            cJSON_Delete(c.args);
+            return LMC_EXIT_USAGE;
+        }
+    }
+    cJSON_AddNumberToObject(c.args, "bits", o.bits);
+    cJSON_AddNumberToObject(c.args, "group", o.group);
+    cJSON_AddBoolToObject(c.args, "sym", o.sym);
+    lmc_pass p;
+    lmc_rtn_pass(&p, &o);
+    return lmc_pass_cli_run(&c, &p);
+}
+
+int lmc_cmd_gptq(int argc, char **argv)
+{
+    lmc_pass_cli c;
+    lmc_pass_cli_init(&c, "gptq");
+    lmc_solver_opts o;
+    lmc_solver_opts_default(&o);
+    o.bits = 4;
+    o.group = 128;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            printf("%s%s", gptq_help, lmc_pass_cli_common_help);
+            cJSON_Delete(c.args);
+            return LMC_EXIT_OK;
+        }
+        int h, r = parse_quant_opt("gptq", argc, argv, &i, &o.bits, &o.group, &o.sym, &h);
+        if (r < 0)
+            goto usage;
+        if (h)
+            continue;
+        if (!strcmp(a, "--act-order")) {
+            o.act_order = 1;
+        } else if (!strcmp(a, "--static-groups")) {
+            o.static_groups = 1;
+        } else if (lmc_is_opt(a, "--damp")) {
+            if (!(v = lmc_opt_value("gptq", argc, argv, &i)))
+                goto usage;
+            if (lmc_parse_double(v, 0.0, 1e6, &o.percdamp) || o.percdamp <= 0) {
+                lmc_usage_error("gptq", "--damp %s: must be a positive number", v);
+                goto usage;
+            }
+        } else if (lmc_is_opt(a, "--block")) {
+            long x;
+            if (!(v = lmc_opt_value("gptq", argc, argv, &i)))
+                goto usage;
+            if (lmc_parse_int(v, 1, 1 << 20, &x)) {
+                lmc_usage_error("gptq", "--block %s: must be a positive integer", v);
+                goto usage;
+            }
+            o.blocksize = (int)x;
+        } else {
+            r = lmc_pass_cli_opt(&c, argc, argv, &i);
+            if (r < 0)
+                goto usage;
+            if (r == 0) {
+                lmc_usage_error("gptq", "unknown option '%s'", a);
+                goto usage;
+            }
+        }
+    }
+    if (o.static_groups && o.group <= 0) {
+        lmc_usage_error("gptq", "--static-groups needs --group > 0");
+        goto usage;
+    }
+    cJSON_AddNumberToObject(c.args, "bits", o.bits);
+    cJSON_AddNumberToObject(c.args, "group", o.group);
+    cJSON_AddBoolToObject(c.args, "sym", o.sym);
+    cJSON_AddBoolToObject(c.args, "act_order", o.act_order);
+    cJSON_AddBoolToObject(c.args, "static_groups", o.static_groups);
+    cJSON_AddNumberToObject(c.args, "damp", o.percdamp);
+    cJSON_AddNumberToObject(c.args, "block", o.blocksize);
+    lmc_pass p;
+    lmc_gptq_pass(&p, &o);
+    return lmc_pass_cli_run(&c, &p);
+usage:
+    cJSON_Delete(c.args);
+    return LMC_EXIT_USAGE;
+}

@@ -1,0 +1,224 @@
+#define _POSIX_C_SOURCE 200809L
+#include "pass_cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../calib/driver.h"
+#include "../calib/windows.h"
+#include "../core/fileio.h"
+#include "../core/sha256.h"
+#include "../core/threads.h"
+#include "../formats/container.h"
+#include "../formats/tokenizer.h"
+#include "cli.h"
+
+const char lmc_pass_cli_common_help[] =
+    "  -o, --output FILE   output container (.lmc), written atomically (required)\n"
+    "  --calib FILE        calibration text (default: data/calib.txt)\n"
+    "  --nsamples N        calibration windows (default 128)\n"
+    "  --seqlen N          tokens per window (default: model max positions, at most 2048)\n"
+    "  --seed N            window sampling seed (default 0)\n"
+    "  --threads N         threads (default: all cores)\n"
+    "  --json              print the summary as one JSON object on stdout\n"
+    "  -q, --quiet         no progress on stderr\n";
+
+void lmc_pass_cli_init(lmc_pass_cli *c, const char *cmd)
+{
+    memset(c, 0, sizeof *c);
+    c->cmd = cmd;
+    c->nsamples = 128;
+    c->calib_path = "data/calib.txt";
+    c->args = cJSON_CreateObject();
+}
+
+int lmc_pass_cli_opt(lmc_pass_cli *c, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i], *v;
+    if (!strcmp(a, "-o") || lmc_is_opt(a, "--output")) {
+        if (!(v = lmc_opt_value(c->cmd, argc, argv, i)))
+            return -1;
+        c->out_path = v;
+    } else if (lmc_is_opt(a, "--calib")) {
+        if (!(v = lmc_opt_value(c->cmd, argc, argv, i)))
+            return -1;
+        c->calib_path = v;
+    } else if (lmc_is_opt(a, "--nsamples")) {
+        if (!(v = lmc_opt_value(c->cmd, argc, argv, i)) ||
+            lmc_parse_int(v, 1, 1 << 20, &c->nsamples))
+            return v ? lmc_usage_error(c->cmd, "--nsamples must be a positive integer"), -1 : -1;
+    } else if (lmc_is_opt(a, "--seqlen")) {
+        if (!(v = lmc_opt_value(c->cmd, argc, argv, i)) ||
+            lmc_parse_int(v, 2, 1 << 20, &c->seqlen))
+            return v ? lmc_usage_error(c->cmd, "--seqlen must be an integer >= 2"), -1 : -1;
+    } else if (lmc_is_opt(a, "--seed")) {
+        if (!(v = lmc_opt_value(c->cmd, argc, argv, i)) || lmc_parse_int(v, 0, 1L << 62, &c->seed))
+            return v ? lmc_usage_error(c->cmd, "--seed must be a non-negative integer"), -1 : -1;
+    } else if (lmc_is_opt(a, "--threads")) {
+        if (!(v = lmc_opt_value(c->cmd, argc, argv, i)) ||
+            lmc_parse_int(v, 1, 4096, &c->threads))
+            return v ? lmc_usage_error(c->cmd, "--threads must be a positive integer"), -1 : -1;
+    } else if (!strcmp(a, "--json")) {
+        c->json = 1;
+    } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+        lmc_quiet = 1;
+    } else if (a[0] != '-' || !a[1]) {
+        if (c->model_path) {
+            lmc_usage_error(c->cmd, "unexpected argument '%s'", a);
+            return -1;
+        }
+        c->model_path = a;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* Calibration text: must exist, be non-empty and look like text. */
+static int load_calib_text(const char *path, char **text, size_t *len, lmc_error *err)
+{
+    if (lmc_read_file(path, text, len, err))
+        return -1;
+    if (*len == 0) {
+        free(*text);
+        return lmc_fail(err, "%s: calibration file is empty", path);
+    }
+    if (memchr(*text, 0, *len)) {
+        free(*text);
+        return lmc_fail(err, "%s: calibration file contains NUL bytes (binary, not text)", path);
+    }
+    return 0;
+}
+
+static void iso_time(char *buf, size_t n)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int lmc_pass_cli_run(lmc_pass_cli *c, const lmc_pass *p)
+{
+    lmc_error err = {{0}};
+    lmc_model *m = NULL;
+    lmc_tokenizer *tok = NULL;
+    char *text = NULL;
+    int32_t *ids = NULL;
+    lmc_windows win;
+    memset(&win, 0, sizeof win);
+    cJSON *summary = NULL, *prov = NULL;
+    char *prov_text = NULL;
+    int rc = LMC_EXIT_FAIL;
+    double t0 = lmc_now();
+
+    if (!c->model_path) {
+        cJSON_Delete(c->args);
+        return lmc_usage_error(c->cmd, "missing MODEL (checkpoint directory or .lmc container)");
+    }
+    if (!c->out_path) {
+        cJSON_Delete(c->args);
+        return lmc_usage_error(c->cmd, "missing -o OUTPUT.lmc");
+    }
+    if (!strcmp(c->out_path, c->model_path)) {
+        cJSON_Delete(c->args);
+        return lmc_usage_error(c->cmd, "output %s would overwrite the input", c->out_path);
+    }
+    lmc_threads_set((int)c->threads);
+
+    if (lmc_model_load(c->model_path, &m, &err))
+        goto out;
+    if (p->stats) {
+        size_t len = 0, nids = 0;
+        if (!m->tokenizer_json) {
+            lmc_fail(&err, "%s: no tokenizer.json, needed to tokenize the calibration text",
+                     c->model_path);
+            goto out;
+        }
+        if (load_calib_text(c->calib_path, &text, &len, &err))
+            goto out;
+        if (lmc_tokenizer_from_json(m->tokenizer_json, m->tokenizer_json_len, c->model_path,
+                                    &tok, &err) ||
+            lmc_tokenizer_encode(tok, text, len, 1, &ids, &nids, &err))
+            goto out;
+        int seqlen = (int)c->seqlen;
+        if (!seqlen)
+            seqlen = m->cfg.max_pos > 2048 ? 2048 : m->cfg.max_pos;
+        if (seqlen > m->cfg.max_pos && m->cfg.arch != LMC_ARCH_LLAMA) {
+            lmc_fail(&err, "--seqlen %d exceeds the model's %d learned positions", seqlen,
+                     m->cfg.max_pos);
+            goto out;
+        }
+        if (lmc_windows_sample(ids, (int64_t)nids, (int)c->nsamples, seqlen, (uint64_t)c->seed,
+                               &win, c->calib_path, &err))
+            goto out;
+        uint8_t dig[32];
+        lmc_sha256(text, len, dig);
+        lmc_sha256_hex(dig, win.sha256);
+        lmc_progress("[%s] calibration: %d windows x %d tokens from %s (%lld tokens)\n", p->name,
+                     win.n, win.seqlen, c->calib_path, (long long)win.source_tokens);
+    }
+
+    summary = cJSON_CreateObject();
+    lmc_driver_opts dopt = {lmc_quiet};
+    if (lmc_driver_run(m, p, p->stats ? &win : NULL, &dopt, summary, &err))
+        goto out;
+
+    prov = cJSON_CreateObject();
+    char tbuf[32];
+    iso_time(tbuf, sizeof tbuf);
+    cJSON_AddStringToObject(prov, "tool", "lmc");
+    cJSON_AddStringToObject(prov, "version", LMC_VERSION);
+    cJSON_AddStringToObject(prov, "pass", p->name);
+    cJSON_AddItemToObject(prov, "args", c->args);
+    c->args = NULL;
+    cJSON_AddStringToObject(prov, "source", c->model_path);
+    if (p->stats) {
+        cJSON *cal = cJSON_AddObjectToObject(prov, "calibration");
+        cJSON_AddStringToObject(cal, "file", c->calib_path);
+        cJSON_AddStringToObject(cal, "sha256", win.sha256);
+        cJSON_AddNumberToObject(cal, "nsamples", win.n);
+        cJSON_AddNumberToObject(cal, "seqlen", win.seqlen);
+        cJSON_AddNumberToObject(cal, "seed", (double)c->seed);
+        cJSON_AddNumberToObject(cal, "tokens", (double)win.source_tokens);
+    }
+    cJSON_AddStringToObject(prov, "time", tbuf);
+    cJSON_AddItemToObject(prov, "seconds",
+                          cJSON_Duplicate(cJSON_GetObjectItem(summary, "seconds"), 1));
+    prov_text = cJSON_PrintUnformatted(prov);
+    if (lmc_container_write(m, c->out_path, prov_text, &err))
+        goto out;
+
+    cJSON_AddStringToObject(summary, "pass", p->name);
+    cJSON_AddStringToObject(summary, "output", c->out_path);
+    cJSON_AddNumberToObject(summary, "wall_seconds", lmc_now() - t0);
+    if (c->json) {
+        char *s = cJSON_Print(summary);
+        printf("%s\n", s);
+        free(s);
+    } else {
+        cJSON *sec = cJSON_GetObjectItem(summary, "seconds");
+        printf("%s: wrote %s in %.2f s (forward %.2f s, statistics %.2f s, %s %.2f s)\n", p->name,
+               c->out_path, lmc_now() - t0, cJSON_GetObjectItem(sec, "forward")->valuedouble,
+               cJSON_GetObjectItem(sec, "statistics")->valuedouble, p->name,
+               cJSON_GetObjectItem(sec, "solve")->valuedouble);
+    }
+    rc = LMC_EXIT_OK;
+out:
+    if (rc != LMC_EXIT_OK)
+        lmc_report(&err);
+    cJSON_Delete(c->args);
+    c->args = NULL;
+    cJSON_Delete(prov);
+    cJSON_Delete(summary);
+    free(prov_text);
+    lmc_windows_free(&win);
+    free(ids);
+    free(text);
+    if (tok)
+        lmc_tokenizer_free(tok);
+    lmc_model_free(m);
+    return rc;
+}
