@@ -6,6 +6,8 @@ set -u
 asan=0
 [ "${1:-}" = "--asan" ] && { asan=1; shift; }
 export LMC_BIN="${LMC_BIN:-build/lmc}"
+# see lmc.c: OpenMP threads must not spin against OpenBLAS's
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 passed=0 failed=0 skipped=0
 failures=()
 for t in "$@"; do

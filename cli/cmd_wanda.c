@@ -1,0 +1,87 @@
+/* lmc wanda: Wanda pruning (Sun et al. 2023), score |W_ij| * ||X_j||,
+ * unstructured per output row or N:M per row. Options shared with lmc
+ * magnitude are parsed and checked by compress/prune.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "../compress/prune.h"
+#include "cli.h"
+#include "pass_cli.h"
+
+static const char help[] =
+    "usage: lmc wanda MODEL -o OUT.lmc (--sparsity P | --nm N:M) [options]\n"
+    "\n"
+    "Wanda pruning of every block linear (q k v o gate up down): score\n"
+    "|W_ij| * sqrt(sum of x_j^2 / tokens) over the calibration inputs of the\n"
+    "linear, blocks calibrated in sequence on the already pruned model; no\n"
+    "weight update. Embeddings, norms and the LM head stay as they are.\n"
+    "\n"
+    "  --sparsity P        unstructured: prune exactly int(cols*P) weights of\n"
+    "                      every output row, lowest score first (0 < P < 1);\n"
+    "                      stored as a bitmask + kept values\n"
+    "  --nm N:M            semi-structured: keep the N highest scores of every\n"
+    "                      M consecutive inputs of each row (2:4, 4:8; M must\n"
+    "                      divide every input width)\n"
+    "  --inner f16|f32     encoding of the kept values (default f16)\n";
+
+/* Shared by cmd_magnitude.c and cmd_wanda.c (each keeps its own copy so that
+ * either file stands alone): 1 consumed, 0 not ours, -1 usage error printed. */
+static int prune_opt(const char *cmd, lmc_prune_opts *o, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i], *v;
+    lmc_error err = {{0}};
+    int rc;
+    if (lmc_is_opt(a, "--sparsity")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        rc = lmc_prune_parse_sparsity(v, &o->sparsity, &err);
+    } else if (lmc_is_opt(a, "--nm")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        rc = lmc_prune_parse_nm(v, &o->n, &o->m, &err);
+    } else if (lmc_is_opt(a, "--inner")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        rc = lmc_prune_parse_inner(v, &o->inner, &err);
+    } else {
+        return 0;
+    }
+    if (rc) {
+        lmc_usage_error(cmd, "%s", err.msg);
+        return -1;
+    }
+    return 1;
+}
+
+int lmc_cmd_wanda(int argc, char **argv)
+{
+    const char *cmd = "wanda";
+    lmc_pass_cli c;
+    lmc_pass_cli_init(&c, cmd);
+    lmc_prune_opts o;
+    lmc_prune_opts_default(&o);
+    lmc_error err = {{0}};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("%s%s", help, lmc_pass_cli_common_help);
+            cJSON_Delete(c.args);
+            return LMC_EXIT_OK;
+        }
+        int r = prune_opt(cmd, &o, argc, argv, &i);
+        if (r == 0)
+            r = lmc_pass_cli_opt(&c, argc, argv, &i);
+        if (r == 0)
+            lmc_usage_error(cmd, "unknown option '%s' (see 'lmc %s --help')", argv[i], cmd);
+        if (r <= 0) {
+            cJSON_Delete(c.args);
+            return LMC_EXIT_USAGE;
+        }
+    }
+    lmc_pass p;
+    if (lmc_prune_opts_check(&o, &err) || lmc_wanda_pass(&p, &o, &err)) {
+        cJSON_Delete(c.args);
+        return lmc_usage_error(cmd, "%s", err.msg);
+    }
+    lmc_prune_opts_to_json(&o, c.args);
+    return lmc_pass_cli_run(&c, &p);
+}
