@@ -1,0 +1,465 @@
+/* lmc eval MODEL (--text FILE | --ids FILE): perplexity on the CPU reference
+ * backend, plus the model's size and FLOPs per token. */
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "../core/threads.h"
+#include "../eval/flops.h"
+#include "../eval/forward.h"
+#include "../eval/forward_cuda.h"
+#include "../eval/model_stats.h"
+#include "../eval/perplexity.h"
+#include "../eval/weights.h"
+#include "../formats/tokenizer.h"
+#include "cli.h"
+
+static const char help[] =
+    "usage: lmc eval MODEL (--text FILE | --ids FILE) [options]\n"
+    "\n"
+    "Perplexity of MODEL (a Hugging Face checkpoint directory or an .lmc container)\n"
+    "on a text, with its compression ratio and FLOPs per token. Protocol: the whole\n"
+    "text is tokenized with the model's tokenizer and its default special tokens,\n"
+    "cut into non-overlapping windows of SEQLEN tokens (the remainder is dropped);\n"
+    "each window scores its SEQLEN-1 next-token predictions;\n"
+    "ppl = exp(total NLL / scored tokens). Math in fp32 (OpenBLAS sgemm), weights\n"
+    "decoded to fp32 once at load.\n"
+    "\n"
+    "  --text FILE        UTF-8 text to evaluate on\n"
+    "  --ids FILE         pre-tokenized ids instead (int32 little-endian)\n"
+    "  --seqlen N         tokens per window (default: the model's max positions,\n"
+    "                     capped at 2048)\n"
+    "  --max-windows N    evaluate only the first N windows\n"
+    "  --threads N        CPU threads (default: all cores)\n"
+    "  --device D         cpu (default: the fp32 reference) or cuda\n"
+    "  --precision P      with --device cuda: auto (default: bf16 for bfloat16\n"
+    "                     checkpoints, else fp16), fp32, fp16 or bf16 weights and\n"
+    "                     matrix products (accumulation, norms, softmax in fp32)\n"
+    "  --force            allow SEQLEN beyond the positions a RoPE model was trained\n"
+    "                     on (a warning instead of an error; models with learned\n"
+    "                     positions cannot go beyond their table at all)\n"
+    "  --json             one JSON object on stdout\n"
+    "  -q                 no progress on stderr\n"
+    "\n"
+    "Reported: ppl, tokens (in the text), windows, scored, seconds (forward only),\n"
+    "tokens_per_second (windows x seqlen / seconds), params, bytes_fp16 (params x 2),\n"
+    "bytes_model (every tensor as stored), compression_ratio (bytes_fp16 /\n"
+    "bytes_model), bits_per_weight (of blk.*.{q,k,v,o,gate,up,down}.weight),\n"
+    "flops_per_token and flops_per_token_dense.\n"
+    "\n"
+    "FLOPs convention: 2 FLOPs per multiply-accumulate; every block linear and the\n"
+    "LM head count rows x cols MACs per token (flops_per_token: the encoding's\n"
+    "effective MACs, e.g. only kept weights of a pruned matrix); attention counts\n"
+    "q.k and p.v, n_heads x head_dim MACs each per key, at the average causal context\n"
+    "(SEQLEN+1)/2; embeddings, norms, biases, activations and softmax are not counted.\n";
+
+typedef struct progress_ctx {
+    int tty;
+    int seqlen;
+    double last;
+} progress_ctx;
+
+static void progress(void *ctx, int64_t done, int64_t total, double seconds)
+{
+    progress_ctx *p = ctx;
+    double tps = seconds > 0 ? (double)(done * p->seqlen) / seconds : 0;
+    if (p->tty) {
+        lmc_progress("\reval: window %lld/%lld, %.0f tokens/s%s", (long long)done,
+                     (long long)total, tps, done == total ? "\n" : "");
+    } else if (done == total || seconds - p->last >= 10.0) {
+        /* not a terminal (a log): a line every 10 s */
+        p->last = seconds;
+        lmc_progress("eval: window %lld/%lld, %.0f tokens/s\n", (long long)done,
+                     (long long)total, tps);
+    }
+}
+
+static double peak_rss_bytes(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (double)ru.ru_maxrss * 1024.0; /* kilobytes on Linux */
+}
+
+static int load_ids_from_text(const lmc_model *m, const char *model_path, const char *path,
+                              int32_t **ids, int64_t *n, lmc_error *err)
+{
+    char *text;
+    size_t len;
+    if (lmc_read_file(path, &text, &len, err) < 0)
+        return -1;
+    if (len == 0) {
+        free(text);
+        return lmc_fail(err, "%s: empty file", path);
+    }
+    if (!m->tokenizer_json) {
+        free(text);
+        return lmc_fail(err, "%s: no tokenizer.json in the model (use --ids with pre-tokenized "
+                             "ids)",
+                        model_path);
+    }
+    lmc_tokenizer *tok;
+    if (lmc_tokenizer_from_json(m->tokenizer_json, m->tokenizer_json_len, model_path, &tok,
+                                err) < 0) {
+        free(text);
+        return -1;
+    }
+    size_t cnt;
+    int rc = lmc_tokenizer_encode(tok, text, len, 1, ids, &cnt, err);
+    lmc_tokenizer_free(tok);
+    free(text);
+    if (rc < 0)
+        return lmc_fail_prefix(err, path);
+    *n = (int64_t)cnt;
+    return 0;
+}
+
+/* --bench-gemm (not in --help; used by scripts/bench-eval): sgemm GFLOP/s on
+ * the model's own linear shapes, x[seqlen][in] . W^T, and their mix weighted
+ * by how many FLOPs each shape contributes to one forward pass. */
+static int bench_gemm(const lmc_model *m, int seqlen, int json)
+{
+    const lmc_config *c = &m->cfg;
+    int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    struct { const char *name; int64_t out, in; int count; double gflops; } sh[] = {
+        {"q", qd, c->hidden, c->n_layers, 0},
+        {"k,v", kvd, c->hidden, 2 * c->n_layers, 0},
+        {"o", c->hidden, qd, c->n_layers, 0},
+        {c->arch == LMC_ARCH_LLAMA ? "gate,up" : "up", c->ffn, c->hidden,
+         (c->arch == LMC_ARCH_LLAMA ? 2 : 1) * c->n_layers, 0},
+        {"down", c->hidden, c->ffn, c->n_layers, 0},
+        {"head", c->vocab, c->hidden, 1, 0},
+    };
+    int ns = sizeof sh / sizeof sh[0];
+    double total_flops = 0, total_time = 0;
+    for (int k = 0; k < ns; k++) {
+        size_t xin = (size_t)seqlen * sh[k].in, wn = (size_t)sh[k].out * sh[k].in;
+        float *x = malloc(xin * 4), *w = malloc(wn * 4), *y = malloc((size_t)seqlen * sh[k].out * 4);
+        if (!x || !w || !y) {
+            free(x); free(w); free(y);
+            fprintf(stderr, "lmc: error: out of memory\n");
+            return LMC_EXIT_FAIL;
+        }
+        for (size_t i = 0; i < xin; i++)
+            x[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+        for (size_t i = 0; i < wn; i++)
+            w[i] = (float)((i * 40503u) % 1000) * 1e-3f - 0.5f;
+        double flop = 2.0 * seqlen * (double)sh[k].out * (double)sh[k].in;
+        /* warm up once, then repeat for at least 0.3 s */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seqlen, (int)sh[k].out,
+                    (int)sh[k].in, 1.0f, x, (int)sh[k].in, w, (int)sh[k].in, 0.0f, y,
+                    (int)sh[k].out);
+        int reps = 0;
+        double t0 = lmc_now(), t;
+        do {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seqlen, (int)sh[k].out,
+                        (int)sh[k].in, 1.0f, x, (int)sh[k].in, w, (int)sh[k].in, 0.0f, y,
+                        (int)sh[k].out);
+            reps++;
+            t = lmc_now() - t0;
+        } while (t < 0.3 || reps < 3);
+        sh[k].gflops = flop * reps / t * 1e-9;
+        total_flops += flop * sh[k].count;
+        total_time += flop * sh[k].count / (sh[k].gflops * 1e9);
+        free(x);
+        free(w);
+        free(y);
+    }
+    double mix = total_flops / total_time * 1e-9;
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "seqlen", seqlen);
+        cJSON_AddNumberToObject(o, "threads", lmc_threads_get());
+        cJSON *a = cJSON_AddArrayToObject(o, "shapes");
+        for (int k = 0; k < ns; k++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "linear", sh[k].name);
+            cJSON_AddNumberToObject(e, "m", seqlen);
+            cJSON_AddNumberToObject(e, "n", (double)sh[k].out);
+            cJSON_AddNumberToObject(e, "k", (double)sh[k].in);
+            cJSON_AddNumberToObject(e, "per_forward", sh[k].count);
+            cJSON_AddNumberToObject(e, "gflops", sh[k].gflops);
+            cJSON_AddItemToArray(a, e);
+        }
+        cJSON_AddNumberToObject(o, "sgemm_gflops", mix);
+        char *s = cJSON_PrintUnformatted(o);
+        printf("%s\n", s);
+        free(s);
+        cJSON_Delete(o);
+    } else {
+        for (int k = 0; k < ns; k++)
+            printf("sgemm %-8s [%d x %lld] . [%lld x %lld]^T  x%-3d %8.1f GFLOP/s\n", sh[k].name,
+                   seqlen, (long long)sh[k].in, (long long)sh[k].out, (long long)sh[k].in,
+                   sh[k].count, sh[k].gflops);
+        printf("sgemm mix weighted by FLOPs per forward: %.1f GFLOP/s (%d threads)\n", mix,
+               lmc_threads_get());
+    }
+    return LMC_EXIT_OK;
+}
+
+static int bench_gemm_cuda(const lmc_model *m, int seqlen, lmc_precision prec, int json)
+{
+    lmc_cuda_gemm_rate rates[8];
+    int n = 0;
+    double mix = 0;
+    lmc_error err;
+    if (lmc_cuda_bench_gemm(&m->cfg, seqlen, lmc_precision_resolve(prec, &m->cfg), rates, &n,
+                            &mix, &err) < 0)
+        return lmc_report(&err);
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "seqlen", seqlen);
+        cJSON_AddStringToObject(o, "device", "cuda");
+        cJSON *a = cJSON_AddArrayToObject(o, "shapes");
+        for (int k = 0; k < n; k++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "linear", rates[k].name);
+            cJSON_AddNumberToObject(e, "m", (double)rates[k].m);
+            cJSON_AddNumberToObject(e, "n", (double)rates[k].n);
+            cJSON_AddNumberToObject(e, "k", (double)rates[k].k);
+            cJSON_AddNumberToObject(e, "per_forward", rates[k].per_forward);
+            cJSON_AddNumberToObject(e, "gflops", rates[k].tflops * 1e3);
+            cJSON_AddItemToArray(a, e);
+        }
+        cJSON_AddNumberToObject(o, "sgemm_gflops", mix * 1e3);
+        char *s = cJSON_PrintUnformatted(o);
+        printf("%s\n", s);
+        free(s);
+        cJSON_Delete(o);
+    } else {
+        for (int k = 0; k < n; k++)
+            printf("gemm %-8s [%lld x %lld] . [%lld x %lld]^T  x%-3d %8.2f TFLOP/s\n",
+                   rates[k].name, (long long)rates[k].m, (long long)rates[k].k,
+                   (long long)rates[k].n, (long long)rates[k].k, rates[k].per_forward,
+                   rates[k].tflops);
+        printf("cuBLAS mix weighted by FLOPs per forward: %.2f TFLOP/s\n", mix);
+    }
+    return LMC_EXIT_OK;
+}
+
+static void fmt_bytes(double b, char *buf, size_t n)
+{
+    if (b >= 1e9)
+        snprintf(buf, n, "%.3f GB", b / 1e9);
+    else if (b >= 1e6)
+        snprintf(buf, n, "%.3f MB", b / 1e6);
+    else
+        snprintf(buf, n, "%.1f kB", b / 1e3);
+}
+
+int lmc_cmd_eval(int argc, char **argv)
+{
+    const char *cmd = "eval";
+    const char *model_path = NULL, *text_path = NULL, *ids_path = NULL;
+    long seqlen = 0, max_windows = 0, threads = 0;
+    int json = 0, force = 0, bench = 0, cuda = 0, prec_set = 0;
+    lmc_precision prec = LMC_PREC_AUTO;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(help, stdout);
+            return LMC_EXIT_OK;
+        } else if (lmc_is_opt(a, "--text")) {
+            if (!(text_path = lmc_opt_value(cmd, argc, argv, &i)))
+                return LMC_EXIT_USAGE;
+        } else if (lmc_is_opt(a, "--ids")) {
+            if (!(ids_path = lmc_opt_value(cmd, argc, argv, &i)))
+                return LMC_EXIT_USAGE;
+        } else if (lmc_is_opt(a, "--seqlen")) {
+            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
+                return LMC_EXIT_USAGE;
+            if (lmc_parse_int(v, 2, 1 << 20, &seqlen) < 0)
+                return lmc_usage_error(cmd, "--seqlen: '%s' is not an integer in [2, %d]", v,
+                                       1 << 20);
+        } else if (lmc_is_opt(a, "--max-windows")) {
+            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
+                return LMC_EXIT_USAGE;
+            if (lmc_parse_int(v, 1, 1L << 40, &max_windows) < 0)
+                return lmc_usage_error(cmd, "--max-windows: '%s' is not a positive integer", v);
+        } else if (lmc_is_opt(a, "--threads")) {
+            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
+                return LMC_EXIT_USAGE;
+            if (lmc_parse_int(v, 1, 4096, &threads) < 0)
+                return lmc_usage_error(cmd, "--threads: '%s' is not an integer in [1, 4096]", v);
+        } else if (lmc_is_opt(a, "--device")) {
+            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
+                return LMC_EXIT_USAGE;
+            if (strcmp(v, "cpu") && strcmp(v, "cuda"))
+                return lmc_usage_error(cmd, "--device: '%s' is neither cpu nor cuda", v);
+            cuda = !strcmp(v, "cuda");
+        } else if (lmc_is_opt(a, "--precision")) {
+            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
+                return LMC_EXIT_USAGE;
+            if (lmc_precision_parse(v, &prec) < 0)
+                return lmc_usage_error(cmd, "--precision: '%s' is not auto, fp32, fp16 or bf16", v);
+            prec_set = 1;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "--force")) {
+            force = 1;
+        } else if (!strcmp(a, "--bench-gemm")) {
+            bench = 1;
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            lmc_quiet = 1;
+        } else if (a[0] == '-' && a[1]) {
+            return lmc_usage_error(cmd, "unknown option '%s'", a);
+        } else if (!model_path) {
+            model_path = a;
+        } else {
+            return lmc_usage_error(cmd, "one MODEL only (got '%s' and '%s')", model_path, a);
+        }
+    }
+    if (!model_path)
+        return lmc_usage_error(cmd, "MODEL is required");
+    if (!bench && !text_path && !ids_path)
+        return lmc_usage_error(cmd, "--text FILE or --ids FILE is required");
+    if (text_path && ids_path)
+        return lmc_usage_error(cmd, "--text and --ids are exclusive");
+    if (prec_set && !cuda)
+        return lmc_usage_error(cmd, "--precision applies to --device cuda (the CPU evaluator "
+                                    "computes in fp32)");
+    lmc_threads_set((int)threads);
+
+    lmc_error err;
+    lmc_model *m = NULL;
+    lmc_weights *w = NULL;
+    lmc_cuda_model *cm = NULL;
+    int32_t *ids = NULL;
+    int rc = LMC_EXIT_FAIL;
+    if (lmc_model_load(model_path, &m, &err) < 0)
+        return lmc_report(&err);
+    const lmc_config *c = &m->cfg;
+    int learned = c->arch != LMC_ARCH_LLAMA;
+    if (seqlen == 0) {
+        seqlen = c->max_pos < 2048 ? c->max_pos : 2048;
+    } else if (seqlen > c->max_pos) {
+        if (learned) {
+            lmc_fail(&err, "%s: --seqlen %ld exceeds the model's %d learned positions",
+                     model_path, seqlen, c->max_pos);
+            goto out;
+        }
+        if (!force) {
+            lmc_fail(&err, "%s: --seqlen %ld exceeds the %d positions the model was trained on "
+                           "(--force evaluates anyway)",
+                     model_path, seqlen, c->max_pos);
+            goto out;
+        }
+        fprintf(stderr, "lmc eval: warning: --seqlen %ld beyond the model's %d positions\n",
+                seqlen, c->max_pos);
+    }
+    if (bench) {
+        rc = cuda ? bench_gemm_cuda(m, (int)seqlen, prec, json) : bench_gemm(m, (int)seqlen, json);
+        goto out;
+    }
+
+    int64_t n_ids = 0;
+    const char *source = text_path ? text_path : ids_path;
+    if (text_path) {
+        if (load_ids_from_text(m, model_path, text_path, &ids, &n_ids, &err) < 0)
+            goto out;
+    } else if (lmc_read_ids_i32(ids_path, &ids, &n_ids, &err) < 0) {
+        goto out;
+    }
+    if (n_ids < seqlen) {
+        lmc_fail(&err, "%s: %lld tokens, fewer than one window of %ld", source, (long long)n_ids,
+                 seqlen);
+        goto out;
+    }
+    lmc_model_stats st;
+    lmc_model_stats_compute(m, &st);
+    lmc_flops fl;
+    if (lmc_flops_per_token(m, (int)seqlen, &fl, &err) < 0)
+        goto out;
+    double t_load = lmc_now();
+    if (cuda) {
+        if (lmc_cuda_model_new(m, prec, 0, (int)seqlen, &cm, &err) < 0) {
+            lmc_fail_prefix(&err, model_path);
+            goto out;
+        }
+    } else if (lmc_weights_prepare(m, &w, &err) < 0) {
+        lmc_fail_prefix(&err, model_path);
+        goto out;
+    }
+    t_load = lmc_now() - t_load;
+
+    progress_ctx pc = {isatty(2), (int)seqlen, 0};
+    lmc_ppl_opts po = {(int)seqlen, max_windows, source, progress, &pc};
+    lmc_ppl_result r;
+    if (cuda ? lmc_cuda_perplexity(cm, ids, n_ids, &po, &r, &err)
+             : lmc_perplexity(w, ids, n_ids, &po, &r, &err))
+        goto out;
+    const char *prec_name = cuda ? lmc_precision_name(lmc_cuda_model_precision(cm)) : "fp32";
+
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", model_path);
+        cJSON_AddStringToObject(o, "source", source);
+        cJSON_AddNumberToObject(o, "seqlen", (double)seqlen);
+        cJSON_AddNumberToObject(o, "threads", lmc_threads_get());
+        cJSON_AddStringToObject(o, "device", cuda ? "cuda" : "cpu");
+        cJSON_AddStringToObject(o, "precision", prec_name);
+        cJSON_AddNumberToObject(o, "ppl", r.ppl);
+        cJSON_AddNumberToObject(o, "nll_mean", r.nll / (double)r.scored);
+        cJSON_AddNumberToObject(o, "tokens", (double)r.tokens);
+        cJSON_AddNumberToObject(o, "windows", (double)r.windows);
+        cJSON_AddNumberToObject(o, "scored", (double)r.scored);
+        cJSON_AddNumberToObject(o, "seconds", r.seconds);
+        cJSON_AddNumberToObject(o, "tokens_per_second", r.tokens_per_second);
+        cJSON_AddNumberToObject(o, "params", (double)st.params);
+        cJSON_AddNumberToObject(o, "bytes_fp16", st.bytes_fp16);
+        cJSON_AddNumberToObject(o, "bytes_model", st.bytes_model);
+        cJSON_AddNumberToObject(o, "compression_ratio", st.compression_ratio);
+        cJSON_AddNumberToObject(o, "bits_per_weight", st.bits_per_weight);
+        cJSON_AddNumberToObject(o, "flops_per_token", fl.per_token);
+        cJSON_AddNumberToObject(o, "flops_per_token_dense", fl.per_token_dense);
+        cJSON_AddNumberToObject(o, "gflops_per_second",
+                                r.seconds > 0 ? fl.per_token * (double)(r.windows * seqlen) /
+                                                    r.seconds * 1e-9
+                                              : 0);
+        cJSON_AddNumberToObject(o, "load_seconds", t_load);
+        cJSON_AddNumberToObject(o, "peak_rss_bytes", peak_rss_bytes());
+        char *s = cJSON_PrintUnformatted(o);
+        printf("%s\n", s);
+        free(s);
+        cJSON_Delete(o);
+    } else {
+        char b1[32], b2[32];
+        fmt_bytes(st.bytes_model, b1, sizeof b1);
+        fmt_bytes(st.bytes_fp16, b2, sizeof b2);
+        printf("model         %s (%s, %.3fM params)\n", model_path, lmc_arch_name(c->arch),
+               (double)st.params / 1e6);
+        printf("perplexity    %.4f   (%lld windows of %ld tokens, %lld predictions scored, "
+               "%lld tokens in %s)\n",
+               r.ppl, (long long)r.windows, seqlen, (long long)r.scored, (long long)r.tokens,
+               source);
+        char where[64];
+        if (cuda)
+            snprintf(where, sizeof where, "cuda, %s", prec_name);
+        else
+            snprintf(where, sizeof where, "cpu fp32, %d threads", lmc_threads_get());
+        printf("speed         %.1f s, %.0f tokens/s, %.1f GFLOP/s (%s)\n", r.seconds,
+               r.tokens_per_second,
+               r.seconds > 0 ? fl.per_token * (double)(r.windows * seqlen) / r.seconds * 1e-9 : 0,
+               where);
+        printf("size          %s as stored, %s in fp16: compression %.2fx, %.2f bits/weight "
+               "(linears)\n",
+               b1, b2, st.compression_ratio, st.bits_per_weight);
+        printf("FLOPs/token   %.4g effective, %.4g dense (attention at %.1f keys)\n",
+               fl.per_token, fl.per_token_dense, fl.avg_context);
+    }
+    rc = LMC_EXIT_OK;
+out:
+    if (rc == LMC_EXIT_FAIL)
+        lmc_report(&err);
+    free(ids);
+    lmc_cuda_model_free(cm);
+    lmc_weights_free(w);
+    lmc_model_free(m);
+    return rc;
+}

@@ -1,0 +1,358 @@
+/* Weights for the forward pass: every tensor decoded to fp32 once.
+ * fp32 tensors that are 4-byte aligned in memory are used in place (the
+ * mmap), everything else goes through the encoding table's to_f32. */
+#include "weights.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Heap blocks a weights object (or one block) must free. */
+typedef struct ownlist {
+    void **p;
+    int n, cap;
+} ownlist;
+
+static int own_push(ownlist *o, void *p, lmc_error *err)
+{
+    if (o->n == o->cap) {
+        int cap = o->cap ? 2 * o->cap : 16;
+        void **np = realloc(o->p, (size_t)cap * sizeof *np);
+        if (!np) {
+            free(p);
+            return lmc_fail(err, "out of memory");
+        }
+        o->p = np;
+        o->cap = cap;
+    }
+    o->p[o->n++] = p;
+    return 0;
+}
+
+static void own_free(ownlist *o)
+{
+    if (!o)
+        return;
+    for (int i = 0; i < o->n; i++)
+        free(o->p[i]);
+    free(o->p);
+    free(o);
+}
+
+static int64_t t_rows(const lmc_tensor *t) { return t->shape[0]; }
+static int64_t t_cols(const lmc_tensor *t) { return t->ndim == 2 ? t->shape[1] : 1; }
+
+/* First non-finite element, or -1. */
+static int64_t find_nonfinite(const float *x, size_t n)
+{
+    /* a cheap pass first: a sum of x*0 is NaN iff some x is NaN or Inf */
+    float acc = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        acc += x[i] * 0.0f;
+    if (acc == 0.0f)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return (int64_t)i;
+    return -1;
+}
+
+static int check_finite(const lmc_tensor *t, const float *x, lmc_error *err)
+{
+    int64_t cols = t_cols(t);
+    int64_t bad = find_nonfinite(x, (size_t)(t_rows(t) * cols));
+    if (bad < 0)
+        return 0;
+    float v = x[bad];
+    return lmc_fail(err, "tensor %s: non-finite weight (%s) at [%lld, %lld]", t->name,
+                    isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"), (long long)(bad / cols),
+                    (long long)(bad % cols));
+}
+
+/* Encoding known, parameters valid for the shape, data present and of the
+ * exact size the encoding needs. */
+static int check_blob(const lmc_tensor *t, const lmc_enc_traits **tr_out, lmc_error *err)
+{
+    const lmc_enc_traits *tr = lmc_enc_get(t->enc.id);
+    if (!tr || !tr->to_f32)
+        return lmc_fail(err, "tensor %s: encoding id %d is not supported by this build", t->name,
+                        (int)t->enc.id);
+    if (t->ndim < 1 || t->ndim > 2 || t_rows(t) <= 0 || t_cols(t) <= 0)
+        return lmc_fail(err, "tensor %s: bad shape", t->name);
+    if (tr->validate && tr->validate(&t->enc, t_rows(t), t_cols(t), err) < 0) {
+        char pre[128];
+        snprintf(pre, sizeof pre, "tensor %s", t->name);
+        return lmc_fail_prefix(err, pre);
+    }
+    size_t need = tr->nbytes(&t->enc, t_rows(t), t_cols(t));
+    if (t->nbytes != need)
+        return lmc_fail(err, "tensor %s: %zu bytes of data, encoding %s needs %zu", t->name,
+                        t->nbytes, tr->name, need);
+    if (!t->data)
+        return lmc_fail(err, "tensor %s: no data", t->name);
+    *tr_out = tr;
+    return 0;
+}
+
+int lmc_tensor_to_f32(const lmc_tensor *t, float **out, lmc_error *err)
+{
+    *out = NULL;
+    const lmc_enc_traits *tr;
+    if (check_blob(t, &tr, err) < 0)
+        return -1;
+    size_t n = (size_t)(t_rows(t) * t_cols(t));
+    float *buf = malloc(n * sizeof *buf);
+    if (!buf)
+        return lmc_fail(err, "tensor %s: out of memory decoding %zu values", t->name, n);
+    if (tr->to_f32(&t->enc, t->data, t_rows(t), t_cols(t), buf, err) < 0) {
+        free(buf);
+        char pre[128];
+        snprintf(pre, sizeof pre, "tensor %s", t->name);
+        return lmc_fail_prefix(err, pre);
+    }
+    if (check_finite(t, buf, err) < 0) {
+        free(buf);
+        return -1;
+    }
+    *out = buf;
+    return 0;
+}
+
+/* fp32 view of a tensor: in place when it is aligned fp32, else decoded
+ * into a buffer recorded in own. */
+static int get_f32(const lmc_tensor *t, ownlist *own, const float **out, lmc_error *err)
+{
+    if (t->enc.id == LMC_ENC_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
+        const lmc_enc_traits *tr;
+        if (check_blob(t, &tr, err) < 0)
+            return -1;
+        if (check_finite(t, (const float *)t->data, err) < 0)
+            return -1;
+        *out = (const float *)t->data;
+        return 0;
+    }
+    float *buf;
+    if (lmc_tensor_to_f32(t, &buf, err) < 0)
+        return -1;
+    if (own_push(own, buf, err) < 0)
+        return -1;
+    *out = buf;
+    return 0;
+}
+
+static int expect_shape(const lmc_tensor *t, int64_t rows, int64_t cols, lmc_error *err)
+{
+    if (cols == 1) { /* a vector: accept [n] and [n, 1] */
+        if (t_rows(t) == rows && t_cols(t) == 1)
+            return 0;
+        return lmc_fail(err, "tensor %s: shape [%lld, %lld], expected [%lld] from the config",
+                        t->name, (long long)t_rows(t), (long long)t_cols(t), (long long)rows);
+    }
+    if (t->ndim == 2 && t_rows(t) == rows && t_cols(t) == cols)
+        return 0;
+    return lmc_fail(err, "tensor %s: shape [%lld, %lld], expected [%lld, %lld] from the config",
+                    t->name, (long long)t_rows(t), (long long)t_cols(t), (long long)rows,
+                    (long long)cols);
+}
+
+/* Tensor by name, decoded and shape-checked. required=0: *out NULL when
+ * absent. */
+static int load_named(const lmc_model *m, const char *name, int64_t rows, int64_t cols,
+                      int required, ownlist *own, const float **out, const lmc_tensor **src,
+                      lmc_error *err)
+{
+    *out = NULL;
+    const lmc_tensor *t = lmc_model_find(m, name);
+    if (src)
+        *src = t;
+    if (!t) {
+        if (required)
+            return lmc_fail(err, "%s: tensor %s is missing",
+                            m->source_path ? m->source_path : "model", name);
+        return 0;
+    }
+    if (expect_shape(t, rows, cols, err) < 0)
+        return -1;
+    return get_f32(t, own, out, err);
+}
+
+static int load_linear(const lmc_model *m, int layer, const char *role, int64_t out_dim,
+                       int64_t in_dim, int bias_required, ownlist *own, lmc_linear *L,
+                       lmc_error *err)
+{
+    char wn[64], bn[64];
+    snprintf(wn, sizeof wn, "blk.%d.%s.weight", layer, role);
+    snprintf(bn, sizeof bn, "blk.%d.%s.bias", layer, role);
+    memset(L, 0, sizeof *L);
+    L->out = out_dim;
+    L->in = in_dim;
+    if (load_named(m, wn, out_dim, in_dim, 1, own, &L->w, &L->src, err) < 0)
+        return -1;
+    /* a bias that is present is used even when the config does not announce
+     * it: dropping stored parameters silently would be worse */
+    return load_named(m, bn, out_dim, 1, bias_required, own, &L->b, NULL, err);
+}
+
+static int load_norm(const lmc_model *m, const char *prefix, const lmc_config *c, ownlist *own,
+                     const float **w, const float **b, lmc_error *err)
+{
+    char wn[64], bn[64];
+    snprintf(wn, sizeof wn, "%s.weight", prefix);
+    snprintf(bn, sizeof bn, "%s.bias", prefix);
+    if (load_named(m, wn, c->hidden, 1, 1, own, w, NULL, err) < 0)
+        return -1;
+    *b = NULL;
+    if (c->norm_is_rms)
+        return 0;
+    /* LayerNorm without a stored bias (bias=False variants) is bias 0 */
+    return load_named(m, bn, c->hidden, 1, 0, own, b, NULL, err);
+}
+
+static int check_config(const lmc_config *c, lmc_error *err)
+{
+    if (c->arch != LMC_ARCH_LLAMA && c->arch != LMC_ARCH_OPT && c->arch != LMC_ARCH_GPT2)
+        return lmc_fail(err, "unsupported architecture id %d", (int)c->arch);
+    if (c->vocab <= 0 || c->hidden <= 0 || c->n_layers <= 0 || c->n_heads <= 0 ||
+        c->n_kv_heads <= 0 || c->head_dim <= 0 || c->ffn <= 0 || c->max_pos <= 0)
+        return lmc_fail(err, "config: non-positive dimension");
+    if (c->n_heads % c->n_kv_heads)
+        return lmc_fail(err, "config: %d heads not a multiple of %d kv heads", c->n_heads,
+                        c->n_kv_heads);
+    if (c->rope_type != LMC_ROPE_NONE && c->head_dim % 2)
+        return lmc_fail(err, "config: RoPE needs an even head_dim, got %d", c->head_dim);
+    if (c->act != LMC_ACT_SILU && c->act != LMC_ACT_RELU && c->act != LMC_ACT_GELU_NEW &&
+        c->act != LMC_ACT_GELU)
+        return lmc_fail(err, "config: unsupported activation id %d", (int)c->act);
+    return 0;
+}
+
+int lmc_weights_prepare_block(const lmc_model *m, int layer, lmc_block_w *bw, lmc_error *err)
+{
+    lmc_block_w_release(bw);
+    const lmc_config *c = &m->cfg;
+    if (check_config(c, err) < 0)
+        return -1;
+    if (layer < 0 || layer >= c->n_layers)
+        return lmc_fail(err, "block %d out of range (model has %d)", layer, c->n_layers);
+    ownlist *own = calloc(1, sizeof *own);
+    if (!own)
+        return lmc_fail(err, "out of memory");
+    lmc_block_w b;
+    memset(&b, 0, sizeof b);
+    b.owned = own;
+    char pre[64];
+    int64_t H = c->hidden, qd = (int64_t)c->n_heads * c->head_dim,
+            kvd = (int64_t)c->n_kv_heads * c->head_dim, F = c->ffn;
+    snprintf(pre, sizeof pre, "blk.%d.attn_norm", layer);
+    if (load_norm(m, pre, c, own, &b.attn_norm_w, &b.attn_norm_b, err) < 0)
+        goto fail;
+    snprintf(pre, sizeof pre, "blk.%d.ffn_norm", layer);
+    if (load_norm(m, pre, c, own, &b.ffn_norm_w, &b.ffn_norm_b, err) < 0)
+        goto fail;
+    if (load_linear(m, layer, "q", qd, H, c->qkv_bias, own, &b.q, err) < 0 ||
+        load_linear(m, layer, "k", kvd, H, c->qkv_bias, own, &b.k, err) < 0 ||
+        load_linear(m, layer, "v", kvd, H, c->qkv_bias, own, &b.v, err) < 0 ||
+        load_linear(m, layer, "o", H, qd, c->o_bias, own, &b.o, err) < 0)
+        goto fail;
+    if (c->arch == LMC_ARCH_LLAMA &&
+        load_linear(m, layer, "gate", F, H, c->mlp_bias, own, &b.gate, err) < 0)
+        goto fail;
+    if (load_linear(m, layer, "up", F, H, c->mlp_bias, own, &b.up, err) < 0 ||
+        load_linear(m, layer, "down", H, F, c->mlp_bias, own, &b.down, err) < 0)
+        goto fail;
+    *bw = b;
+    return 0;
+fail:
+    own_free(own);
+    return -1;
+}
+
+void lmc_block_w_release(lmc_block_w *bw)
+{
+    if (!bw)
+        return;
+    own_free(bw->owned);
+    memset(bw, 0, sizeof *bw);
+}
+
+int lmc_weights_prepare(const lmc_model *m, lmc_weights **out, lmc_error *err)
+{
+    *out = NULL;
+    const lmc_config *c = &m->cfg;
+    if (check_config(c, err) < 0)
+        return -1;
+    lmc_weights *w = calloc(1, sizeof *w);
+    ownlist *own = calloc(1, sizeof *own);
+    if (!w || !own) {
+        free(w);
+        free(own);
+        return lmc_fail(err, "out of memory");
+    }
+    w->model = m;
+    w->cfg = c;
+    w->owned = own;
+    w->blocks = calloc((size_t)c->n_layers, sizeof *w->blocks);
+    if (!w->blocks) {
+        lmc_fail(err, "out of memory");
+        goto fail;
+    }
+    if (load_named(m, "embed.weight", c->vocab, c->hidden, 1, own, &w->embed, NULL, err) < 0)
+        goto fail;
+    if (c->arch != LMC_ARCH_LLAMA) {
+        /* learned positions: the table must cover every position the config
+         * allows, offset rows included */
+        const lmc_tensor *pt = lmc_model_find(m, "pos_embed.weight");
+        if (!pt) {
+            lmc_fail(err, "%s: tensor pos_embed.weight is missing",
+                     m->source_path ? m->source_path : "model");
+            goto fail;
+        }
+        int64_t need = (int64_t)c->max_pos + c->pos_offset;
+        if (pt->ndim != 2 || pt->shape[1] != c->hidden || pt->shape[0] < need) {
+            lmc_fail(err, "tensor pos_embed.weight: shape [%lld, %lld], expected [%lld, %d]",
+                     (long long)pt->shape[0], (long long)t_cols(pt), (long long)need, c->hidden);
+            goto fail;
+        }
+        if (get_f32(pt, own, &w->pos_embed, err) < 0)
+            goto fail;
+    }
+    if (load_norm(m, "final_norm", c, own, &w->final_norm_w, &w->final_norm_b, err) < 0)
+        goto fail;
+    w->head.out = c->vocab;
+    w->head.in = c->hidden;
+    const lmc_tensor *ht = lmc_model_find(m, "head.weight");
+    if (ht) {
+        if (load_named(m, "head.weight", c->vocab, c->hidden, 1, own, &w->head.w, &w->head.src,
+                       err) < 0)
+            goto fail;
+    } else if (c->tied) {
+        w->head.w = w->embed;
+        w->head.src = lmc_model_find(m, "embed.weight");
+    } else {
+        lmc_fail(err, "%s: tensor head.weight is missing and the head is not tied",
+                 m->source_path ? m->source_path : "model");
+        goto fail;
+    }
+    for (int l = 0; l < c->n_layers; l++)
+        if (lmc_weights_prepare_block(m, l, &w->blocks[l], err) < 0)
+            goto fail;
+    *out = w;
+    return 0;
+fail:
+    lmc_weights_free(w);
+    return -1;
+}
+
+void lmc_weights_free(lmc_weights *w)
+{
+    if (!w)
+        return;
+    if (w->blocks)
+        for (int l = 0; l < w->cfg->n_layers; l++)
+            lmc_block_w_release(&w->blocks[l]);
+    free(w->blocks);
+    own_free(w->owned);
+    free(w);
+}
