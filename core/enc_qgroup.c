@@ -284,5 +284,7 @@ static int qg_to_f32(const lmc_encoding *e, const uint8_t *data, int64_t rows, i
     return 0;
 }
 
-const lmc_enc_traits lmc_enc_qgroup_traits = {LMC_ENC_QGROUP, "qgroup", qg_validate, qg_nbytes,
-                                              qg_to_f32, NULL};
+const lmc_enc_traits lmc_enc_qgroup_traits = {
+    .id = LMC_ENC_QGROUP, .name = "qgroup", .validate = qg_validate, .nbytes = qg_nbytes,
+    .to_f32 = qg_to_f32,
+};

@@ -62,12 +62,18 @@ static int dense_to_f32(const lmc_encoding *e, const uint8_t *data, int64_t rows
     return 0;
 }
 
-static const lmc_enc_traits f32_traits = {LMC_ENC_F32, "f32", dense_validate, dense_nbytes,
-                                          dense_to_f32, NULL};
-static const lmc_enc_traits f16_traits = {LMC_ENC_F16, "f16", dense_validate, dense_nbytes,
-                                          dense_to_f32, NULL};
-static const lmc_enc_traits bf16_traits = {LMC_ENC_BF16, "bf16", dense_validate, dense_nbytes,
-                                           dense_to_f32, NULL};
+static const lmc_enc_traits f32_traits = {
+    .id = LMC_ENC_F32, .name = "f32", .validate = dense_validate, .nbytes = dense_nbytes,
+    .to_f32 = dense_to_f32,
+};
+static const lmc_enc_traits f16_traits = {
+    .id = LMC_ENC_F16, .name = "f16", .validate = dense_validate, .nbytes = dense_nbytes,
+    .to_f32 = dense_to_f32,
+};
+static const lmc_enc_traits bf16_traits = {
+    .id = LMC_ENC_BF16, .name = "bf16", .validate = dense_validate, .nbytes = dense_nbytes,
+    .to_f32 = dense_to_f32,
+};
 
 /* Encodings implemented in their own modules (core/enc_*.c). Strong
  * references, so that linking the static library pulls them in. */

@@ -57,6 +57,17 @@ typedef struct lmc_enc_traits {
      * NULL means rows*cols. */
     int64_t (*effective_macs)(const lmc_encoding *e, const uint8_t *data, int64_t rows,
                               int64_t cols);
+    /* Optional CPU kernel, for encodings whose arithmetic is not "decode to
+     * fp32, then sgemm" (activation quantization, low-rank products). NULL
+     * kernel_prepare: the evaluator decodes with to_f32 and uses sgemm.
+     * kernel_prepare builds a state once at load; kernel_apply computes
+     * y[n][rows] (+)= x[n][cols] . W^T (no bias; accumulate adds into y).
+     * kernel_apply is called from one thread and may use OpenBLAS. */
+    int (*kernel_prepare)(const lmc_encoding *e, const uint8_t *data, int64_t rows,
+                          int64_t cols, void **state, lmc_error *err);
+    void (*kernel_apply)(const void *state, const float *x, int64_t n, float *y,
+                         int accumulate);
+    void (*kernel_free)(void *state);
 } lmc_enc_traits;
 
 /* NULL when the id is unknown. */

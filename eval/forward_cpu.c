@@ -354,8 +354,11 @@ static void bias_rows(void *ctx, int r0, int r1)
 /* y[n][out] (=|+=) x[n][in] . W^T (+ b). Serial caller only (see top). */
 static void linear(const lmc_linear *L, const float *x, int n, float *y, int accumulate)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)L->out, (int)L->in, 1.0f, x,
-                (int)L->in, L->w, (int)L->in, accumulate ? 1.0f : 0.0f, y, (int)L->out);
+    if (L->kstate) /* encodings with a kernel of their own (W8A8, low rank, ...) */
+        L->kernel->kernel_apply(L->kstate, x, n, y, accumulate);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)L->out, (int)L->in, 1.0f,
+                    x, (int)L->in, L->w, (int)L->in, accumulate ? 1.0f : 0.0f, y, (int)L->out);
     if (L->b) {
         ew_job j = {y, L->b, (int)L->out, LMC_ACT_RELU};
         pool_rows(bias_rows, &j, n, 32);

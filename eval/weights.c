@@ -10,33 +10,41 @@
 #include <string.h>
 
 /* Heap blocks a weights object (or one block) must free. */
+typedef struct owned_ptr {
+    void *p;
+    void (*release)(void *); /* free() unless an encoding kernel's state */
+} owned_ptr;
+
 typedef struct ownlist {
-    void **p;
+    owned_ptr *p;
     int n, cap;
 } ownlist;
 
-static int own_push(ownlist *o, void *p, lmc_error *err)
+static int own_push_fn(ownlist *o, void *p, void (*release)(void *), lmc_error *err)
 {
     if (o->n == o->cap) {
         int cap = o->cap ? 2 * o->cap : 16;
-        void **np = realloc(o->p, (size_t)cap * sizeof *np);
+        owned_ptr *np = realloc(o->p, (size_t)cap * sizeof *np);
         if (!np) {
-            free(p);
+            release(p);
             return lmc_fail(err, "out of memory");
         }
         o->p = np;
         o->cap = cap;
     }
-    o->p[o->n++] = p;
+    o->p[o->n].p = p;
+    o->p[o->n++].release = release;
     return 0;
 }
+
+static int own_push(ownlist *o, void *p, lmc_error *err) { return own_push_fn(o, p, free, err); }
 
 static void own_free(ownlist *o)
 {
     if (!o)
         return;
     for (int i = 0; i < o->n; i++)
-        free(o->p[i]);
+        o->p[i].release(o->p[i].p);
     free(o->p);
     free(o);
 }
@@ -188,8 +196,21 @@ static int load_linear(const lmc_model *m, int layer, const char *role, int64_t 
     memset(L, 0, sizeof *L);
     L->out = out_dim;
     L->in = in_dim;
-    if (load_named(m, wn, out_dim, in_dim, 1, own, &L->w, &L->src, err) < 0)
+    const lmc_tensor *t = lmc_model_find(m, wn);
+    const lmc_enc_traits *tr = t ? lmc_enc_get(t->enc.id) : NULL;
+    if (tr && tr->kernel_prepare) {
+        /* an encoding with its own kernel: no fp32 copy of the weight */
+        if (expect_shape(t, out_dim, in_dim, err) < 0 || check_blob(t, &tr, err) < 0)
+            return -1;
+        if (tr->kernel_prepare(&t->enc, t->data, out_dim, in_dim, &L->kstate, err) < 0)
+            return lmc_fail_prefix(err, wn);
+        if (own_push_fn(own, L->kstate, tr->kernel_free, err) < 0)
+            return -1;
+        L->src = t;
+        L->kernel = tr;
+    } else if (load_named(m, wn, out_dim, in_dim, 1, own, &L->w, &L->src, err) < 0) {
         return -1;
+    }
     /* a bias that is present is used even when the config does not announce
      * it: dropping stored parameters silently would be worse */
     return load_named(m, bn, out_dim, 1, bias_required, own, &L->b, NULL, err);

@@ -11,9 +11,11 @@
 
 typedef struct lmc_linear {
     int64_t out, in;
-    const float *w;          /* [out][in] row-major fp32 */
+    const float *w;          /* [out][in] row-major fp32; NULL when kstate is used */
     const float *b;          /* [out] or NULL */
     const lmc_tensor *src;   /* the encoded weight tensor */
+    const lmc_enc_traits *kernel; /* encoding with its own CPU kernel, or NULL */
+    void *kstate;            /* that kernel's prepared state */
 } lmc_linear;
 
 typedef struct lmc_block_w {
