@@ -28,14 +28,14 @@ ifneq ($(LMC_NO_CUDA),1)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CU_OBJ   = $(CU_SRC:%.cu=$(B)/%.cu.o)
 CFLAGS  += -DLMC_HAVE_CUDA
-NVFLAGS ?= -O2 -std=c++17 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80 -Xcompiler -Wall,-Wextra
+NVFLAGS ?= -O2 -std=c++17 -MMD -MP -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80 -Xcompiler -Wall,-Wextra
 LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
 endif
 endif
 endif
 
 .SECONDARY:
-.PHONY: all deps check test asan-check bench clean demo
+.PHONY: all deps check test asan-check bench clean demo cuda-check
 all: $(B)/lmc
 
 $(B)/liblmc.a: $(LIB_OBJ) $(CU_OBJ)
@@ -79,10 +79,15 @@ asan-check:
 	    LMC_NO_CUDA=1 LMC_TEST_FILTER=malformed build-asan/lmc $(TESTS:$(B)/%=build-asan/%)
 	LMC_BIN=build-asan/lmc scripts/run-tests.sh --asan $(TESTS:$(B)/%=build-asan/%)
 
+# GPU tests (on a machine with an NVIDIA GPU): every CUDA kernel against the
+# CPU path; prints SKIP and passes without a GPU.
+cuda-check: $(B)/lmc $(B)/tests/test_cuda
+	$(B)/tests/test_cuda
+
 bench: $(B)/lmc
 	scripts/bench-eval
 
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(CU_OBJ:.o=.d)

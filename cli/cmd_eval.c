@@ -327,6 +327,11 @@ int lmc_cmd_eval(int argc, char **argv)
     lmc_threads_set((int)threads);
 
     lmc_error err;
+    /* no device: say so before loading anything */
+    if (cuda && lmc_cuda_available(NULL, 0, &err) < 0) {
+        lmc_fail_prefix(&err, "--device cuda");
+        return lmc_report(&err);
+    }
     lmc_model *m = NULL;
     lmc_weights *w = NULL;
     lmc_cuda_model *cm = NULL;

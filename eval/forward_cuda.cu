@@ -1,0 +1,1792 @@
+/* CUDA forward pass, the GPU twin of forward_cpu.c: the same window
+ * protocol, the same op order, the same NLL.
+ *
+ * Layout of one forward over nwin windows of S tokens (T = nwin * S rows):
+ *   x    [T][H]       fp32 residual stream (every precision)
+ *   xn   [T][H]       norm output, in the weight type W (fp32/fp16/bf16)
+ *   qkv  [T][qd+2kvd] one GEMM against the fused q|k|v weight, then bias +
+ *                     RoPE in place
+ *   ctx  [T][qd]      attention (flash-style, online softmax, causal, GQA)
+ *   x   += ctx Wo^T   GEMM straight into the fp32 residual (beta = 1)
+ *   gu   [T][2F]      fused gate|up GEMM (up only without a gate)
+ *   act  [T][F]       silu(g)*u / act(u), biases added here
+ *   x   += act Wd^T   GEMM into the residual
+ * o/down biases are added by the next norm kernel (x += b; then normalize),
+ * in the same order the CPU adds them. The head runs in row chunks into fp32
+ * logits; one block per row computes the NLL (exponentials summed in
+ * double), and one block per window sums its rows in a fixed order.
+ *
+ * Matrix products: cuBLAS GemmEx, compute type fp32 (pedantic, i.e. no TF32,
+ * for fp32 precision). Attention: tensor-core kernel (mma.sync m16n8k16,
+ * fp32 accumulation) for fp16/bf16 and head_dim 32/64/96/128, a SIMT fp32
+ * kernel otherwise (and for fp32 precision).
+ *
+ * This file sees no lmc_model (core/encoding.h is C only): forward_cuda.c
+ * loads the model through forward_cuda_dev.h. LMC_CUDA_PROFILE=1 prints the
+ * device time per stage when the model is freed.
+ *
+ * Measured (H200, TinyLlama-1.1B shape, fp16, 8 windows of 2048 per forward,
+ * ncu per kernel): GEMMs 740-756 TFLOP/s (cuBLAS's own rate on these
+ * shapes), norm/activation/RoPE kernels at 4.6+ TB/s (the HBM rate), the
+ * attention kernel ~200 TFLOP/s of causal FLOPs: 20% of a forward. */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "forward_cuda_dev.h"
+
+typedef __half f16;
+typedef __nv_bfloat16 bf16;
+
+/* ---------------------------------------------------------------- errors */
+
+#define CUDA_OK(call, what)                                                                   \
+    do {                                                                                      \
+        cudaError_t e_ = (call);                                                              \
+        if (e_ != cudaSuccess)                                                                \
+            return lmc_fail(err, "CUDA: %s: %s", what, cudaGetErrorString(e_));               \
+    } while (0)
+
+#define LAUNCH_OK(what) CUDA_OK(cudaGetLastError(), what)
+
+#define BLAS_OK(call, what)                                                                   \
+    do {                                                                                      \
+        cublasStatus_t s_ = (call);                                                           \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                      \
+            return lmc_fail(err, "cuBLAS: %s: %s", what, cublasGetStatusString(s_));          \
+    } while (0)
+
+/* ---------------------------------------------------------------- types */
+
+__device__ __forceinline__ float tof(float x) { return x; }
+__device__ __forceinline__ float tof(f16 x) { return __half2float(x); }
+__device__ __forceinline__ float tof(bf16 x) { return __bfloat162float(x); }
+
+template <typename T> __device__ __forceinline__ T fromf(float x);
+template <> __device__ __forceinline__ float fromf<float>(float x) { return x; }
+template <> __device__ __forceinline__ f16 fromf<f16>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ bf16 fromf<bf16>(float x) { return __float2bfloat16_rn(x); }
+
+/* Pairs of elements (4- or 8-byte accesses). */
+template <typename T> struct vec2;
+template <> struct vec2<float> { typedef float2 type; };
+template <> struct vec2<f16> { typedef __half2 type; };
+template <> struct vec2<bf16> { typedef __nv_bfloat162 type; };
+template <typename T> __device__ __forceinline__ typename vec2<T>::type fromf2(float x, float y);
+template <> __device__ __forceinline__ float2 fromf2<float>(float x, float y)
+{
+    return make_float2(x, y);
+}
+template <> __device__ __forceinline__ __half2 fromf2<f16>(float x, float y)
+{
+    return __floats2half2_rn(x, y);
+}
+template <> __device__ __forceinline__ __nv_bfloat162 fromf2<bf16>(float x, float y)
+{
+    return __floats2bfloat162_rn(x, y);
+}
+
+template <typename T> static cudaDataType dtype_of();
+template <> cudaDataType dtype_of<float>() { return CUDA_R_32F; }
+template <> cudaDataType dtype_of<f16>() { return CUDA_R_16F; }
+template <> cudaDataType dtype_of<bf16>() { return CUDA_R_16BF; }
+
+enum { PREC_FP32 = 1, PREC_FP16 = 2, PREC_BF16 = 3 }; /* lmc_precision's values */
+static size_t esize_of(int p) { return p == PREC_FP32 ? 4 : 2; }
+
+/* ---------------------------------------------------------------- reductions */
+
+__device__ __forceinline__ double warp_sum(double v)
+{
+    for (int o = 16; o; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+    for (int o = 16; o; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+__device__ __forceinline__ float warp_sumf(float v)
+{
+    for (int o = 16; o; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Sum over the block (blockDim a multiple of 32, <= 1024), result to all. */
+__device__ double block_sum(double v, double *red)
+{
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads(); /* red may still be read from a previous call */
+    if (lane == 0)
+        red[wid] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0;
+    return warp_sum(v);
+}
+
+__device__ float block_max(float v, float *red)
+{
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0)
+        red[wid] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : -INFINITY;
+    return warp_max(v);
+}
+
+/* ---------------------------------------------------------------- conversion */
+
+/* d = T(s); bad <- smallest index whose converted value is not finite. */
+template <typename T>
+__global__ void k_from_f32(const float *s, T *d, size_t n, unsigned long long *bad)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        T o = fromf<T>(s[i]);
+        d[i] = o;
+        if (!isfinite(tof(o)))
+            atomicMin(bad, (unsigned long long)i);
+    }
+}
+
+template <typename T>
+__global__ void k_from_u16(const uint16_t *s, T *d, size_t n, int is_bf16, unsigned long long *bad)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float v = is_bf16 ? __bfloat162float(__ushort_as_bfloat16(s[i]))
+                          : __half2float(__ushort_as_half(s[i]));
+        T o = fromf<T>(v);
+        d[i] = o;
+        if (!isfinite(tof(o)))
+            atomicMin(bad, (unsigned long long)i);
+    }
+}
+
+template <typename T> __global__ void k_to_f32(const T *s, float *d, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        d[i] = tof(s[i]);
+}
+
+static int grid_for(size_t n)
+{
+    size_t g = (n + 255) / 256;
+    return (int)(g > 65536 ? 65536 : (g ? g : 1));
+}
+
+/* ---------------------------------------------------------------- kernels */
+
+/* x[t] = E[ids[t]] (+ P[t % S + pos_off]) */
+template <typename T>
+__global__ void k_embed(const int32_t *ids, const T *E, const float *P, int pos_off, int S, int H,
+                        float *x)
+{
+    size_t t = blockIdx.x;
+    const T *e = E + (size_t)ids[t] * H;
+    const float *p = P ? P + (size_t)((int)(t % S) + pos_off) * H : NULL;
+    float *xr = x + t * H;
+    for (int j = threadIdx.x; j < H; j += blockDim.x) {
+        float v = tof(e[j]);
+        if (p)
+            v += p[j];
+        xr[j] = v;
+    }
+}
+
+/* One row per block: x += badd (stored back), y = norm(x), as lmc_op_norm. */
+template <typename T>
+__global__ void k_norm(float *x, const float *badd, T *y, int H, const float *w, const float *b,
+                       int rms, float eps)
+{
+    __shared__ double red[32];
+    float *xr = x + (size_t)blockIdx.x * H;
+    T *yr = y + (size_t)blockIdx.x * H;
+    double s = 0;
+    for (int j = threadIdx.x; j < H; j += blockDim.x) {
+        float v = xr[j];
+        if (badd) {
+            v += badd[j];
+            xr[j] = v;
+        }
+        s += rms ? (double)v * v : (double)v;
+    }
+    s = block_sum(s, red);
+    if (rms) {
+        float var = (float)(s / H);
+        float r = 1.0f / sqrtf(var + eps);
+        for (int j = threadIdx.x; j < H; j += blockDim.x)
+            yr[j] = fromf<T>(w[j] * (xr[j] * r));
+        return;
+    }
+    double mu = s / H, s2 = 0;
+    for (int j = threadIdx.x; j < H; j += blockDim.x) {
+        double d = xr[j] - mu;
+        s2 += d * d;
+    }
+    s2 = block_sum(s2, red);
+    float r = (float)(1.0 / sqrt(s2 / H + (double)eps)), m = (float)mu;
+    for (int j = threadIdx.x; j < H; j += blockDim.x)
+        yr[j] = fromf<T>((xr[j] - m) * r * w[j] + (b ? b[j] : 0.0f));
+}
+
+/* The same for H % 4 == 0 and H <= 32 * blockDim: the row stays in
+ * registers (one read of x), 16-byte loads, 8-byte stores of 16-bit y. */
+template <typename T> __device__ __forceinline__ void store4(T *p, float a, float b, float c,
+                                                            float d)
+{
+    if constexpr (sizeof(T) == 4) {
+        *reinterpret_cast<float4 *>(p) = make_float4(a, b, c, d);
+    } else {
+        typename vec2<T>::type lo = fromf2<T>(a, b), hi = fromf2<T>(c, d);
+        uint2 u;
+        u.x = *reinterpret_cast<uint32_t *>(&lo);
+        u.y = *reinterpret_cast<uint32_t *>(&hi);
+        *reinterpret_cast<uint2 *>(p) = u;
+    }
+}
+
+template <typename T>
+__global__ void k_norm4(float *x, const float *badd, T *y, int H, const float *w, const float *b,
+                        int rms, float eps)
+{
+    __shared__ double red[32];
+    float4 *xr = reinterpret_cast<float4 *>(x + (size_t)blockIdx.x * H);
+    T *yr = y + (size_t)blockIdx.x * H;
+    const float4 *ba = reinterpret_cast<const float4 *>(badd);
+    const float4 *w4 = reinterpret_cast<const float4 *>(w), *b4 = reinterpret_cast<const float4 *>(b);
+    int H4 = H / 4;
+    float4 v[8];
+    double s = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        int j = threadIdx.x + i * blockDim.x;
+        if (j < H4) {
+            float4 a = xr[j];
+            if (ba) {
+                float4 c = ba[j];
+                a.x += c.x, a.y += c.y, a.z += c.z, a.w += c.w;
+                xr[j] = a;
+            }
+            v[i] = a;
+            s += rms ? (double)a.x * a.x + (double)a.y * a.y + (double)a.z * a.z +
+                           (double)a.w * a.w
+                     : (double)a.x + (double)a.y + (double)a.z + (double)a.w;
+        }
+    }
+    s = block_sum(s, red);
+    float r, m = 0.0f;
+    if (rms) {
+        float var = (float)(s / H);
+        r = 1.0f / sqrtf(var + eps);
+    } else {
+        double mu = s / H, s2 = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            if (threadIdx.x + i * blockDim.x < H4) {
+                double d0 = v[i].x - mu, d1 = v[i].y - mu, d2 = v[i].z - mu, d3 = v[i].w - mu;
+                s2 += d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
+            }
+        s2 = block_sum(s2, red);
+        r = (float)(1.0 / sqrt(s2 / H + (double)eps));
+        m = (float)mu;
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        int j = threadIdx.x + i * blockDim.x;
+        if (j < H4) {
+            float4 a = v[i], ww = w4[j];
+            if (rms) {
+                store4<T>(yr + 4 * j, ww.x * (a.x * r), ww.y * (a.y * r), ww.z * (a.z * r),
+                          ww.w * (a.w * r));
+            } else {
+                float4 bb = b4 ? b4[j] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                store4<T>(yr + 4 * j, (a.x - m) * r * ww.x + bb.x, (a.y - m) * r * ww.y + bb.y,
+                          (a.z - m) * r * ww.z + bb.z, (a.w - m) * r * ww.w + bb.w);
+            }
+        }
+    }
+}
+
+static int norm_threads(int H)
+{
+    int t = (H / 4 + 31) / 32 * 32;
+    return t < 64 ? 64 : (t > 1024 ? 1024 : t);
+}
+
+template <typename T>
+static void launch_norm(float *x, const float *badd, T *y, int n, int H, const float *w,
+                        const float *b, int rms, float eps, cudaStream_t st)
+{
+    int H4 = H / 4;
+    int t = std::min(1024, std::max(64, (H4 / 2 + 31) / 32 * 32)); /* ~2 float4 per thread */
+    if (H % 4 == 0 && H4 <= 8 * t)
+        k_norm4<T><<<n, t, 0, st>>>(x, badd, y, H, w, b, rms, eps);
+    else
+        k_norm<T><<<n, norm_threads(H), 0, st>>>(x, badd, y, H, w, b, rms, eps);
+}
+
+/* Per token row of qkv [q | k | v]: + bias, then rotate_half RoPE on q and k
+ * heads at position t % S. */
+template <typename T>
+__global__ void k_qkv_post(T *qkv, const float *bias, int ld, int qd, int kvd, int nh, int nkv,
+                           int hd, int S, const float *cs, const float *sn)
+{
+    size_t t = blockIdx.x;
+    T *row = qkv + t * ld;
+    if (cs) {
+        int half = hd / 2, pos = (int)(t % S);
+        const float *c = cs + (size_t)pos * half, *s = sn + (size_t)pos * half;
+        int npairs = (nh + nkv) * half;
+        for (int idx = threadIdx.x; idx < npairs; idx += blockDim.x) {
+            int hh = idx / half, i = idx - hh * half;
+            int off = (hh < nh ? hh * hd : qd + (hh - nh) * hd) + i;
+            float x1 = tof(row[off]), x2 = tof(row[off + half]);
+            if (bias) {
+                x1 += bias[off];
+                x2 += bias[off + half];
+            }
+            row[off] = fromf<T>(x1 * c[i] - x2 * s[i]);
+            row[off + half] = fromf<T>(x2 * c[i] + x1 * s[i]);
+        }
+        if (bias)
+            for (int j = threadIdx.x; j < kvd; j += blockDim.x) {
+                int o = qd + kvd + j;
+                row[o] = fromf<T>(tof(row[o]) + bias[o]);
+            }
+    } else if (bias) {
+        for (int j = threadIdx.x; j < ld; j += blockDim.x)
+            row[j] = fromf<T>(tof(row[j]) + bias[j]);
+    }
+}
+
+/* lmc_act's values (core/model.h) */
+enum { ACT_SILU = 1, ACT_RELU = 2, ACT_GELU_NEW = 3, ACT_GELU = 4 };
+
+__device__ __forceinline__ float act_f(float x, int act)
+{
+    switch (act) {
+    case ACT_SILU: return x / (1.0f + expf(-x));
+    case ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case ACT_GELU_NEW:
+        return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    default: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    }
+}
+
+/* a[t][j] = act(g + bg) * (u + bu) (gated: gu row = g[F] | u[F]) or act(u + bu). */
+template <typename T>
+__global__ void k_act(const T *gu, const float *bias, T *a, int F, int gated, int act)
+{
+    size_t t = blockIdx.y;
+    int ldg = gated ? 2 * F : F;
+    const T *g = gu + t * ldg, *u = gated ? g + F : g;
+    const float *bg = bias, *bu = bias ? (gated ? bias + F : bias) : NULL;
+    T *ar = a + t * F;
+    for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < F; j += gridDim.x * blockDim.x) {
+        float uv = tof(u[j]) + (bu ? bu[j] : 0.0f);
+        float r;
+        if (gated) {
+            float gv = tof(g[j]) + (bg ? bg[j] : 0.0f);
+            r = act_f(gv, act) * uv;
+        } else {
+            r = act_f(uv, act);
+        }
+        ar[j] = fromf<T>(r);
+    }
+}
+
+/* Activations for 16-bit passes: fast exponential and division (their
+ * error is far below the output's rounding); fp32 keeps the exact ones. */
+template <typename T> __device__ __forceinline__ float act_t(float x, int act)
+{
+    if constexpr (sizeof(T) == 2) {
+        if (act == ACT_SILU)
+            return __fdividef(x, 1.0f + __expf(-x));
+    }
+    return act_f(x, act);
+}
+
+/* The same with 16-byte loads and stores (F a multiple of 16 / sizeof(T)):
+ * the kernel is memory-bound. */
+template <typename T>
+__global__ void k_act_v(const T *gu, const float *bias, T *a, int F, int gated, int act)
+{
+    constexpr int V = 16 / sizeof(T);
+    size_t t = blockIdx.y;
+    int ldg = gated ? 2 * F : F, FV = F / V;
+    const uint4 *g = reinterpret_cast<const uint4 *>(gu + t * ldg);
+    const uint4 *u = reinterpret_cast<const uint4 *>(gu + t * ldg + (gated ? F : 0));
+    uint4 *ar = reinterpret_cast<uint4 *>(a + t * F);
+    const float *bg = bias, *bu = bias ? (gated ? bias + F : bias) : NULL;
+    for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < FV; j += gridDim.x * blockDim.x) {
+        uint4 uw = u[j], gw = gated ? g[j] : uw, ow;
+        const T *ue = reinterpret_cast<const T *>(&uw), *ge = reinterpret_cast<const T *>(&gw);
+        T *oe = reinterpret_cast<T *>(&ow);
+#pragma unroll
+        for (int e = 0; e < V; e++) {
+            float uv = tof(ue[e]) + (bu ? bu[j * V + e] : 0.0f), r;
+            if (gated)
+                r = act_t<T>(tof(ge[e]) + (bg ? bg[j * V + e] : 0.0f), act) * uv;
+            else
+                r = act_t<T>(uv, act);
+            oe[e] = fromf<T>(r);
+        }
+        ar[j] = ow;
+    }
+}
+
+template <typename T>
+static void launch_act(const T *gu, const float *bias, T *a, int n, int F, int gated, int act,
+                       cudaStream_t st)
+{
+    constexpr int V = 16 / sizeof(T);
+    if (F % V == 0) {
+        dim3 g((F / V + 127) / 128, n);
+        k_act_v<T><<<g, 128, 0, st>>>(gu, bias, a, F, gated, act);
+    } else {
+        dim3 g((F + 255) / 256, n);
+        k_act<T><<<g, 256, 0, st>>>(gu, bias, a, F, gated, act);
+    }
+}
+
+/* One row per block: nll = log sum exp(l - max) + max - l[target], one pass
+ * over the row (online max), the exponentials summed in double. */
+__device__ __forceinline__ void lse_add(float v, float &m, double &s)
+{
+    if (v > m) { /* rare after the first few values */
+        s = s * exp((double)m - (double)v) + 1.0;
+        m = v;
+    } else {
+        s += (double)expf(v - m);
+    }
+}
+
+__global__ void k_row_nll(const float *logits, int V, const int32_t *targets, double *out)
+{
+    __shared__ float redf[32];
+    __shared__ double redd[32];
+    size_t row = blockIdx.x;
+    int tgt = targets[row];
+    if (tgt < 0) { /* block-uniform */
+        if (threadIdx.x == 0)
+            out[row] = 0.0;
+        return;
+    }
+    const float *l = logits + row * V;
+    float m = -INFINITY;
+    double s = 0.0;
+    if (V % 4 == 0) { /* rows 16-byte aligned: vector loads */
+        const float4 *l4 = reinterpret_cast<const float4 *>(l);
+        for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
+            float4 v = l4[j];
+            lse_add(v.x, m, s);
+            lse_add(v.y, m, s);
+            lse_add(v.z, m, s);
+            lse_add(v.w, m, s);
+        }
+    } else {
+        for (int j = threadIdx.x; j < V; j += blockDim.x)
+            lse_add(l[j], m, s);
+    }
+    float M = block_max(m, redf);
+    s = m == -INFINITY ? 0.0 : s * exp((double)m - (double)M);
+    s = block_sum(s, redd);
+    if (threadIdx.x == 0)
+        out[row] = log(s) + (double)M - (double)l[tgt];
+}
+
+/* win[w] = sum of row_nll over window w's S rows, in a fixed order. */
+__global__ void k_window_sum(const double *row_nll, int S, double *win)
+{
+    __shared__ double red[32];
+    const double *r = row_nll + (size_t)blockIdx.x * S;
+    double s = 0;
+    for (int j = threadIdx.x; j < S; j += blockDim.x)
+        s += r[j];
+    s = block_sum(s, red);
+    if (threadIdx.x == 0)
+        win[blockIdx.x] = s;
+}
+
+/* ---------------------------------------------------------------- attention, SIMT */
+
+/* Causal GQA attention, fp32 math, any head_dim <= 256. A block of 8 warps
+ * takes 32 query rows of one head (4 per warp); key/value tiles of 32 rows
+ * are staged in shared memory; each lane scores one key, then accumulates
+ * head_dim / 32 output columns. Online softmax with exact expf. */
+#define SIMT_BR 32
+#define SIMT_BC 32
+template <typename T>
+__global__ void __launch_bounds__(256)
+k_attn_simt(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int hd, float scale)
+{
+    extern __shared__ float sm[];
+    float *sQ = sm;                        /* [BR][hd] */
+    float *sK = sQ + SIMT_BR * hd;         /* [BC][hd+1] */
+    float *sV = sK + SIMT_BC * (hd + 1);   /* [BC][hd] */
+    int qt = gridDim.x - 1 - blockIdx.x; /* longest rows first */
+    int h = blockIdx.y, w = blockIdx.z, g = h / group;
+    int q0 = qt * SIMT_BR;
+    const T *base = qkv + (size_t)w * S * ld;
+    const T *Qg = base + (size_t)h * hd, *Kg = base + qd + (size_t)g * hd,
+            *Vg = base + qd + kvd + (size_t)g * hd;
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    for (int i = tid; i < SIMT_BR * hd; i += blockDim.x) {
+        int r = i / hd, d = i - r * hd, q = q0 + r;
+        sQ[i] = q < S ? tof(Qg[(size_t)q * ld + d]) : 0.0f;
+    }
+    const int RPW = SIMT_BR / 8; /* rows per warp */
+    float acc[RPW][8], m[RPW], l[RPW];
+    for (int r = 0; r < RPW; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+        for (int c = 0; c < 8; c++)
+            acc[r][c] = 0.0f;
+    }
+    int qlast = min(q0 + SIMT_BR, S) - 1;
+    int nkt = qlast / SIMT_BC + 1;
+    for (int kt = 0; kt < nkt; kt++) {
+        int k0 = kt * SIMT_BC;
+        __syncthreads();
+        for (int i = tid; i < SIMT_BC * hd; i += blockDim.x) {
+            int r = i / hd, d = i - r * hd, k = k0 + r;
+            float kv = 0.0f, vv = 0.0f;
+            if (k < S) {
+                kv = tof(Kg[(size_t)k * ld + d]);
+                vv = tof(Vg[(size_t)k * ld + d]);
+            }
+            sK[r * (hd + 1) + d] = kv;
+            sV[r * hd + d] = vv;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < RPW; r++) {
+            int qr = warp * RPW + r, qi = q0 + qr;
+            int kj = k0 + lane;
+            float s = -INFINITY;
+            if (kj <= qi) {
+                const float *qv = sQ + qr * hd, *kv = sK + lane * (hd + 1);
+                float d0 = 0.0f;
+                for (int d = 0; d < hd; d++)
+                    d0 += qv[d] * kv[d];
+                s = d0 * scale;
+            }
+            float mx = warp_max(s);
+            float mn = fmaxf(m[r], mx);
+            float corr = expf(m[r] - mn); /* 0 on the first tile */
+            float p = s == -INFINITY ? 0.0f : expf(s - mn);
+            l[r] = l[r] * corr + warp_sumf(p);
+            m[r] = mn;
+#pragma unroll
+            for (int c = 0; c < 8; c++)
+                acc[r][c] *= corr;
+            for (int j = 0; j < SIMT_BC; j++) {
+                float pj = __shfl_sync(0xffffffffu, p, j);
+                const float *vr = sV + j * hd;
+#pragma unroll
+                for (int c = 0; c < 8; c++) {
+                    int d = lane + 32 * c;
+                    if (d < hd)
+                        acc[r][c] += pj * vr[d];
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        int qi = q0 + warp * RPW + r;
+        if (qi >= S)
+            continue;
+        float inv = 1.0f / l[r];
+        T *out = ctx + ((size_t)w * S + qi) * qd + (size_t)h * hd;
+#pragma unroll
+        for (int c = 0; c < 8; c++) {
+            int d = lane + 32 * c;
+            if (d < hd)
+                out[d] = fromf<T>(acc[r][c] * inv);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- attention, tensor cores */
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *g, bool pred)
+{
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    int n = pred ? 16 : 0; /* 0: zero-fill */
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(g), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldsm_x4(const void *p, uint32_t &r0, uint32_t &r1, uint32_t &r2,
+                                        uint32_t &r3)
+{
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_t(const void *p, uint32_t &r0, uint32_t &r1, uint32_t &r2,
+                                          uint32_t &r3)
+{
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(a));
+}
+
+template <typename T> struct mma_op;
+template <> struct mma_op<f16> {
+    static __device__ __forceinline__ void run(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+    {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
+                     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi)
+    {
+        __half2 h = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&h);
+    }
+};
+template <> struct mma_op<bf16> {
+    static __device__ __forceinline__ void run(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+    {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi)
+    {
+        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&h);
+    }
+};
+
+/* FlashAttention-2 style: a block of 4 warps takes 64 query rows (16 per
+ * warp, Q fragments in registers); 64-key K/V tiles are double-buffered in
+ * shared memory with cp.async; S = Q K^T and O += P V on mma.sync with fp32
+ * accumulators; online softmax in fp32 (exp2 with the scale folded in); P
+ * goes from accumulator to A-fragment registers.
+ * GQA packing: the 64 rows are 64/P positions x P query heads that share one
+ * kv head (row r: position q0 + r / P, head h0 + r % P), so each K/V tile
+ * loaded serves P heads. P = 1 is plain one-head tiles. */
+#define TC_BR 64
+#define TC_BC 64
+template <typename T, int HD>
+__global__ void __launch_bounds__(128, HD <= 64 ? 4 : 2) /* 64: 16 warps per SM */
+k_attn_tc(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int lp,
+          float scale_log2)
+{
+    constexpr int LDS = HD + 8; /* +16 bytes: conflict-free ldmatrix */
+    constexpr int CH = HD / 8;  /* 16-byte chunks per row */
+    extern __shared__ __align__(16) unsigned char smraw[];
+    T *sQ = reinterpret_cast<T *>(smraw);
+    T *sK = sQ + TC_BR * LDS; /* [2][BC][LDS] */
+    T *sV = sK + 2 * TC_BC * LDS;
+    const int P = 1 << lp, packs = group >> lp; /* heads per tile, tiles per kv head */
+    int qt = gridDim.x - 1 - blockIdx.x; /* longest rows first */
+    int g = blockIdx.y / packs, h0 = g * group + (blockIdx.y - g * packs) * P, w = blockIdx.z;
+    int q0 = qt * (TC_BR >> lp); /* first position */
+    const T *base = qkv + (size_t)w * S * ld;
+    const T *Kg = base + qd + (size_t)g * HD, *Vg = base + qd + kvd + (size_t)g * HD;
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+    for (int c = tid; c < TC_BR * CH; c += 128) {
+        int r = c / CH, cc = c - r * CH, q = q0 + (r >> lp), h = h0 + (r & (P - 1));
+        cp_async16(sQ + r * LDS + cc * 8, base + (size_t)min(q, S - 1) * ld + h * HD + cc * 8,
+                   q < S);
+    }
+    int qlast = min(q0 + (TC_BR >> lp), S) - 1;
+    int nkt = qlast / TC_BC + 1;
+    auto load_kv = [&](int kt, int buf) {
+        T *dk = sK + buf * TC_BC * LDS, *dv = sV + buf * TC_BC * LDS;
+        for (int c = tid; c < TC_BC * CH; c += 128) {
+            int r = c / CH, cc = c - r * CH, k = kt * TC_BC + r;
+            size_t off = (size_t)min(k, S - 1) * ld + cc * 8;
+            cp_async16(dk + r * LDS + cc * 8, Kg + off, k < S);
+            cp_async16(dv + r * LDS + cc * 8, Vg + off, k < S);
+        }
+    };
+    load_kv(0, 0);
+    cp_async_commit();
+
+    uint32_t qf[HD / 16][4];
+    float o[HD / 8][4];
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++)
+        o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    int r0 = warp * 16 + (lane >> 2); /* this thread's tile rows: r0, r0 + 8 */
+
+    for (int kt = 0; kt < nkt; kt++) {
+        int buf = kt & 1;
+        if (kt + 1 < nkt)
+            load_kv(kt + 1, buf ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        if (kt == 0) {
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                const T *p = sQ + (warp * 16 + (lane & 15)) * LDS + kk * 16 + (lane >> 4) * 8;
+                ldsm_x4(p, qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3]);
+            }
+        }
+        const T *tK = sK + buf * TC_BC * LDS, *tV = sV + buf * TC_BC * LDS;
+        float s[TC_BC / 8][4];
+#pragma unroll
+        for (int j = 0; j < TC_BC / 8; j++)
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+#pragma unroll
+            for (int nn = 0; nn < TC_BC / 16; nn++) {
+                uint32_t b0, b1, b2, b3;
+                const T *p = tK + (nn * 16 + (lane & 7) + ((lane >> 4) << 3)) * LDS + kk * 16 +
+                             ((lane >> 3) & 1) * 8;
+                ldsm_x4(p, b0, b1, b2, b3);
+                mma_op<T>::run(s[2 * nn], qf[kk], b0, b1);
+                mma_op<T>::run(s[2 * nn + 1], qf[kk], b2, b3);
+            }
+        }
+        /* scale, causal mask (only tiles reaching past this warp's first row) */
+        int k0 = kt * TC_BC;
+        bool diag = k0 + TC_BC - 1 > q0 + ((warp * 16) >> lp); /* past the warp's first row */
+#pragma unroll
+        for (int j = 0; j < TC_BC / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float v = s[j][e] * scale_log2;
+                if (diag) {
+                    int col = k0 + j * 8 + 2 * (lane & 3) + (e & 1);
+                    if (col > q0 + ((r0 + (e >> 1) * 8) >> lp))
+                        v = -INFINITY;
+                }
+                s[j][e] = v;
+            }
+        /* online softmax, per row (2 per thread; a quad shares a row) */
+#pragma unroll
+        for (int hr = 0; hr < 2; hr++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < TC_BC / 8; j++)
+                mx = fmaxf(mx, fmaxf(s[j][2 * hr], s[j][2 * hr + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float mn = fmaxf(mrow[hr], mx);
+            float corr = exp2f(mrow[hr] - mn);
+            mrow[hr] = mn;
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < TC_BC / 8; j++) {
+                float p0 = exp2f(s[j][2 * hr] - mn), p1 = exp2f(s[j][2 * hr + 1] - mn);
+                s[j][2 * hr] = p0;
+                s[j][2 * hr + 1] = p1;
+                sum += p0 + p1;
+            }
+            lrow[hr] = lrow[hr] * corr + sum;
+#pragma unroll
+            for (int i = 0; i < HD / 8; i++) {
+                o[i][2 * hr] *= corr;
+                o[i][2 * hr + 1] *= corr;
+            }
+        }
+        /* O += P V */
+#pragma unroll
+        for (int kk = 0; kk < TC_BC / 16; kk++) {
+            uint32_t a[4];
+            a[0] = mma_op<T>::pack(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = mma_op<T>::pack(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = mma_op<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = mma_op<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int dn = 0; dn < HD / 16; dn++) {
+                uint32_t b0, b1, b2, b3;
+                const T *p = tV + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + dn * 16 +
+                             (lane >> 4) * 8;
+                ldsm_x4_t(p, b0, b1, b2, b3);
+                mma_op<T>::run(o[2 * dn], a, b0, b1);
+                mma_op<T>::run(o[2 * dn + 1], a, b2, b3);
+            }
+        }
+        __syncthreads(); /* the buffer is refilled two tiles later */
+    }
+#pragma unroll
+    for (int hr = 0; hr < 2; hr++) {
+        float l = lrow[hr];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        float inv = 1.0f / l;
+        int r = r0 + hr * 8, q = q0 + (r >> lp);
+        if (q >= S)
+            continue;
+        T *out = ctx + ((size_t)w * S + q) * qd + (size_t)(h0 + (r & (P - 1))) * HD +
+                 2 * (lane & 3);
+#pragma unroll
+        for (int i = 0; i < HD / 8; i++) {
+            uint32_t v = mma_op<T>::pack(o[i][2 * hr] * inv, o[i][2 * hr + 1] * inv);
+            *reinterpret_cast<uint32_t *>(out + i * 8) = v;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- the device model */
+
+struct dblock {
+    void *wqkv, *wo, *wgu, *wdown; /* weight type */
+    float *v[LMC_CU_DOWN_B + 1];   /* per-layer fp32 vectors by LMC_CU_* id, NULL when absent */
+};
+
+struct lmc_cu {
+    lmc_cu_dims d;
+    int prec;
+    size_t es; /* bytes per weight / activation element */
+    cublasHandle_t blas;
+    cudaStream_t st;
+    std::vector<void *> allocs;
+    size_t bytes;
+    /* weights */
+    void *embed, *head;
+    float *gv[LMC_CU_DOWN_B + 1]; /* model-level fp32 vectors (pos, final norm) */
+    std::vector<dblock> blk;
+    /* activations */
+    int max_tokens, head_rows;
+    float *rope_cos, *rope_sin;
+    float *x;
+    void *xn, *qkv, *ctx, *gu, *act;
+    float *logits;
+    double *row_nll, *win_nll;
+    int32_t *ids, *tgt;
+    /* uploads */
+    void *staging;
+    size_t staging_bytes;
+    unsigned long long *bad;
+    /* LMC_CUDA_PROFILE: device time per stage, printed by lmc_cu_free */
+    int prof;
+    std::vector<cudaEvent_t> prof_ev;
+    std::vector<int> prof_stage;
+    double prof_ms[16];
+};
+
+enum {
+    ST_EMBED, ST_NORM, ST_QKV_GEMM, ST_QKV_POST, ST_ATTN, ST_O_GEMM, ST_GU_GEMM, ST_ACT,
+    ST_DOWN_GEMM, ST_HEAD_GEMM, ST_NLL, ST_COUNT
+};
+static const char *const stage_name[ST_COUNT] = {
+    "embedding", "norms", "qkv GEMM", "bias+RoPE", "attention", "o GEMM", "gate|up GEMM",
+    "activation", "down GEMM", "head GEMM", "NLL"};
+
+/* Marks the end of `stage` (work enqueued since the previous mark). */
+static void mark(lmc_cu *cu, int stage)
+{
+    if (!cu->prof)
+        return;
+    size_t k = cu->prof_stage.size();
+    if (k >= cu->prof_ev.size()) {
+        cudaEvent_t e;
+        if (cudaEventCreate(&e) != cudaSuccess)
+            return;
+        cu->prof_ev.push_back(e);
+    }
+    cudaEventRecord(cu->prof_ev[k], cu->st);
+    cu->prof_stage.push_back(stage);
+}
+
+/* After a synchronized forward: add the marked intervals up. */
+static void prof_collect(lmc_cu *cu)
+{
+    for (size_t k = 1; k < cu->prof_stage.size(); k++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, cu->prof_ev[k - 1], cu->prof_ev[k]) == cudaSuccess)
+            cu->prof_ms[cu->prof_stage[k]] += ms;
+    }
+    cu->prof_stage.clear();
+}
+
+static int dalloc(lmc_cu *cu, void **p, size_t bytes, const char *what, lmc_error *err)
+{
+    *p = NULL;
+    if (bytes == 0)
+        bytes = 16;
+    cudaError_t e = cudaMalloc(p, bytes);
+    if (e != cudaSuccess) {
+        *p = NULL;
+        cudaGetLastError();
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        return lmc_fail(err,
+                        "CUDA: out of device memory allocating %.1f MB for %s (%.1f MB free of "
+                        "%.1f MB)",
+                        bytes / 1e6, what, fr / 1e6, tot / 1e6);
+    }
+    cu->allocs.push_back(*p);
+    cu->bytes += bytes;
+    return 0;
+}
+
+static int qdim(const lmc_cu_dims *d) { return d->n_heads * d->head_dim; }
+static int kvdim(const lmc_cu_dims *d) { return d->n_kv_heads * d->head_dim; }
+
+extern "C" size_t lmc_cu_vec_len(const lmc_cu_dims *d, int which)
+{
+    switch (which) {
+    case LMC_CU_POS: return (size_t)d->pos_rows * d->hidden;
+    case LMC_CU_QKV_B: return (size_t)qdim(d) + 2 * (size_t)kvdim(d);
+    case LMC_CU_GU_B: return (size_t)d->ffn * (d->gated ? 2 : 1);
+    default: return (size_t)d->hidden; /* norms, o and down biases */
+    }
+}
+
+static size_t mat_elems(const lmc_cu_dims *d, int which)
+{
+    size_t H = d->hidden, F = d->ffn;
+    switch (which) {
+    case LMC_CU_EMBED:
+    case LMC_CU_HEAD: return (size_t)d->vocab * H;
+    case LMC_CU_QKV: return ((size_t)qdim(d) + 2 * (size_t)kvdim(d)) * H;
+    case LMC_CU_O: return H * (size_t)qdim(d);
+    case LMC_CU_GU: return F * (d->gated ? 2 : 1) * H;
+    default: return H * F;
+    }
+}
+
+static void **mat_slot(lmc_cu *cu, int which, int layer)
+{
+    switch (which) {
+    case LMC_CU_EMBED: return &cu->embed;
+    case LMC_CU_HEAD: return &cu->head;
+    case LMC_CU_QKV: return &cu->blk[layer].wqkv;
+    case LMC_CU_O: return &cu->blk[layer].wo;
+    case LMC_CU_GU: return &cu->blk[layer].wgu;
+    default: return &cu->blk[layer].wdown;
+    }
+}
+
+static int is_layer_vec(int which)
+{
+    return which >= LMC_CU_ATTN_NORM_W && which <= LMC_CU_DOWN_B;
+}
+
+static int staging_reserve(lmc_cu *cu, size_t bytes, lmc_error *err)
+{
+    if (bytes <= cu->staging_bytes)
+        return 0;
+    if (cu->staging)
+        cudaFree(cu->staging);
+    cu->staging = NULL;
+    cu->staging_bytes = 0;
+    CUDA_OK(cudaMalloc(&cu->staging, bytes), "staging buffer for weight upload");
+    cu->staging_bytes = bytes;
+    return 0;
+}
+
+template <typename T>
+static void convert(const void *s, int src_type, T *d, size_t n, unsigned long long *bad,
+                    cudaStream_t st)
+{
+    int g = grid_for(n);
+    if (src_type == LMC_CU_SRC_F32)
+        k_from_f32<T><<<g, 256, 0, st>>>((const float *)s, d, n, bad);
+    else
+        k_from_u16<T><<<g, 256, 0, st>>>((const uint16_t *)s, d, n, src_type == LMC_CU_SRC_BF16,
+                                         bad);
+}
+
+extern "C" int lmc_cu_upload(lmc_cu *cu, int which, int layer, size_t off, const void *src,
+                             int src_type, size_t n, int64_t *bad, lmc_error *err)
+{
+    *bad = -1;
+    int lay = which != LMC_CU_EMBED && which != LMC_CU_HEAD;
+    if (which < LMC_CU_EMBED || which > LMC_CU_DOWN || (lay && (layer < 0 || layer >= cu->d.n_layers)))
+        return lmc_fail(err, "upload: bad matrix %d / layer %d", which, layer);
+    if (which == LMC_CU_HEAD && cu->d.tied)
+        return lmc_fail(err, "upload: the head is tied to the embedding");
+    if (off + n > mat_elems(&cu->d, which))
+        return lmc_fail(err, "upload: %zu values at %zu overflow matrix %d", n, off, which);
+    size_t sb = n * (src_type == LMC_CU_SRC_F32 ? 4 : 2);
+    if (staging_reserve(cu, sb, err) < 0)
+        return -1;
+    CUDA_OK(cudaMemcpy(cu->staging, src, sb, cudaMemcpyHostToDevice), "weight upload");
+    unsigned long long none = ~0ull;
+    CUDA_OK(cudaMemcpy(cu->bad, &none, sizeof none, cudaMemcpyHostToDevice), "weight upload");
+    void *dst = *mat_slot(cu, which, layer);
+    if (cu->prec == PREC_FP32)
+        convert<float>(cu->staging, src_type, (float *)dst + off, n, cu->bad, 0);
+    else if (cu->prec == PREC_FP16)
+        convert<f16>(cu->staging, src_type, (f16 *)dst + off, n, cu->bad, 0);
+    else
+        convert<bf16>(cu->staging, src_type, (bf16 *)dst + off, n, cu->bad, 0);
+    LAUNCH_OK("weight conversion");
+    unsigned long long b;
+    CUDA_OK(cudaMemcpy(&b, cu->bad, sizeof b, cudaMemcpyDeviceToHost), "weight conversion");
+    *bad = b == none ? -1 : (int64_t)b;
+    return 0;
+}
+
+extern "C" int lmc_cu_upload_vec(lmc_cu *cu, int which, int layer, size_t off, const float *src,
+                                 size_t n, lmc_error *err)
+{
+    if (which < LMC_CU_POS || which > LMC_CU_DOWN_B ||
+        (is_layer_vec(which) && (layer < 0 || layer >= cu->d.n_layers)))
+        return lmc_fail(err, "upload: bad vector %d / layer %d", which, layer);
+    size_t len = lmc_cu_vec_len(&cu->d, which);
+    if (off + n > len)
+        return lmc_fail(err, "upload: %zu values at %zu overflow vector %d", n, off, which);
+    float **slot = is_layer_vec(which) ? &cu->blk[layer].v[which] : &cu->gv[which];
+    if (!*slot) {
+        if (dalloc(cu, (void **)slot, len * 4, "weights", err) < 0)
+            return -1;
+        CUDA_OK(cudaMemset(*slot, 0, len * 4), "weight upload");
+    }
+    CUDA_OK(cudaMemcpy(*slot + off, src, n * 4, cudaMemcpyHostToDevice), "weight upload");
+    return 0;
+}
+
+extern "C" int lmc_cu_set_rope(lmc_cu *cu, const float *cs, const float *sn, int positions,
+                               lmc_error *err)
+{
+    if (positions < cu->max_tokens)
+        return lmc_fail(err, "RoPE tables for %d positions, buffers hold %d tokens", positions,
+                        cu->max_tokens);
+    size_t nb = (size_t)positions * (cu->d.head_dim / 2) * 4;
+    if (!cu->rope_cos && (dalloc(cu, (void **)&cu->rope_cos, nb, "RoPE tables", err) < 0 ||
+                          dalloc(cu, (void **)&cu->rope_sin, nb, "RoPE tables", err) < 0))
+        return -1;
+    CUDA_OK(cudaMemcpy(cu->rope_cos, cs, nb, cudaMemcpyHostToDevice), "RoPE tables");
+    CUDA_OK(cudaMemcpy(cu->rope_sin, sn, nb, cudaMemcpyHostToDevice), "RoPE tables");
+    return 0;
+}
+
+extern "C" void lmc_cu_upload_done(lmc_cu *cu)
+{
+    if (cu->staging)
+        cudaFree(cu->staging);
+    cu->staging = NULL;
+    cu->staging_bytes = 0;
+}
+
+extern "C" size_t lmc_cu_bytes(const lmc_cu *cu) { return cu->bytes; }
+
+/* ---------------------------------------------------------------- availability */
+
+extern "C" int lmc_cu_device(char *name, size_t name_len, lmc_error *err)
+{
+    if (name && name_len)
+        name[0] = 0;
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        cudaGetLastError();
+        return lmc_fail(err, "no CUDA device found (cudaGetDeviceCount: %s)",
+                        e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+    }
+    int dev = 0;
+    CUDA_OK(cudaGetDevice(&dev), "cudaGetDevice");
+    cudaDeviceProp p;
+    CUDA_OK(cudaGetDeviceProperties(&p, dev), "cudaGetDeviceProperties");
+    if (p.major < 8)
+        return lmc_fail(err, "CUDA device %d (%s) has compute capability %d.%d; lmc's kernels "
+                             "need 8.0 or newer",
+                        dev, p.name, p.major, p.minor);
+    if (name && name_len)
+        snprintf(name, name_len, "%s", p.name);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- forward pieces */
+
+/* Y[M][N] (=|+=) X[M][K] . W[N][K]^T, row-major, fp32 accumulation. */
+static int gemm(cublasHandle_t h, const void *X, const void *W, void *Y, int M, int N, int K,
+                cudaDataType tin, cudaDataType tout, float beta, lmc_error *err)
+{
+    float alpha = 1.0f;
+    cublasComputeType_t ct =
+        tin == CUDA_R_32F ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F;
+    BLAS_OK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, tin, K, X, tin, K,
+                         &beta, Y, tout, N, ct, CUBLAS_GEMM_DEFAULT),
+            "GemmEx");
+    return 0;
+}
+
+template <typename T, int HD>
+static int launch_tc(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S,
+                     cudaStream_t st, lmc_error *err)
+{
+    constexpr int LDS = HD + 8;
+    size_t smem = (size_t)(TC_BR + 4 * TC_BC) * LDS * sizeof(T);
+    static bool attr_set = false;
+    if (!attr_set) {
+        CUDA_OK(cudaFuncSetAttribute(k_attn_tc<T, HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)smem),
+                "attention shared memory");
+        attr_set = true;
+    }
+    int qd = d->n_heads * HD, kvd = d->n_kv_heads * HD, ld = qd + 2 * kvd;
+    int group = d->n_heads / d->n_kv_heads, lp = 0;
+    /* pack P = 2^lp heads of a kv group per tile: P divides the group, <= 8
+     * (measured on TinyLlama's shape: no faster than P = 1, but 8x fewer K/V
+     * tile loads, which matters where L2 bandwidth is scarcer) */
+    while (lp < 3 && group % (2 << lp) == 0)
+        lp++;
+    float scale_log2 = (1.0f / sqrtf((float)HD)) * 1.4426950408889634f;
+    int rows = TC_BR >> lp; /* positions per tile */
+    dim3 grid((S + rows - 1) / rows, d->n_kv_heads * (group >> lp), nwin);
+    k_attn_tc<T, HD><<<grid, 128, smem, st>>>(qkv, ctx, S, ld, qd, kvd, group, lp, scale_log2);
+    LAUNCH_OK("attention kernel");
+    return 0;
+}
+
+template <typename T>
+static int attention(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S, int simt,
+                     cudaStream_t st, lmc_error *err)
+{
+    int hd = d->head_dim;
+    if constexpr (!std::is_same<T, float>::value) {
+        if (!simt && (hd == 32 || hd == 64 || hd == 96 || hd == 128)) {
+            switch (hd) {
+            case 32: return launch_tc<T, 32>(d, qkv, ctx, nwin, S, st, err);
+            case 64: return launch_tc<T, 64>(d, qkv, ctx, nwin, S, st, err);
+            case 96: return launch_tc<T, 96>(d, qkv, ctx, nwin, S, st, err);
+            default: return launch_tc<T, 128>(d, qkv, ctx, nwin, S, st, err);
+            }
+        }
+    }
+    if (hd > 256)
+        return lmc_fail(err, "head_dim %d: the CUDA attention kernels take at most 256", hd);
+    int qd = d->n_heads * hd, kvd = d->n_kv_heads * hd, ld = qd + 2 * kvd;
+    size_t smem = (size_t)(SIMT_BR * hd + SIMT_BC * (hd + 1) + SIMT_BC * hd) * sizeof(float);
+    static bool attr_set = false;
+    if (!attr_set) { /* enough for head_dim 256 */
+        CUDA_OK(cudaFuncSetAttribute(k_attn_simt<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)((SIMT_BR * 256 + SIMT_BC * 257 + SIMT_BC * 256) * 4)),
+                "attention shared memory");
+        attr_set = true;
+    }
+    dim3 grid((S + SIMT_BR - 1) / SIMT_BR, d->n_heads, nwin);
+    k_attn_simt<T><<<grid, 256, smem, st>>>(qkv, ctx, S, ld, qd, kvd, d->n_heads / d->n_kv_heads,
+                                            hd, 1.0f / sqrtf((float)hd));
+    LAUNCH_OK("attention kernel");
+    return 0;
+}
+
+/* x <- embeddings of cu->ids[0..n) (positions t % S). */
+template <typename T> static int run_embed(lmc_cu *cu, int n, int S, lmc_error *err)
+{
+    const lmc_cu_dims *d = &cu->d;
+    k_embed<T><<<n, norm_threads(d->hidden), 0, cu->st>>>(
+        cu->ids, (const T *)cu->embed, cu->gv[LMC_CU_POS], d->pos_offset, S, d->hidden, cu->x);
+    LAUNCH_OK("embedding kernel");
+    return 0;
+}
+
+/* One block on cu->x. *pending: a bias the previous linear still owes x. */
+template <typename T>
+static int run_block(lmc_cu *cu, int l, int n, int S, const float **pending, lmc_error *err)
+{
+    const lmc_cu_dims *d = &cu->d;
+    const dblock &b = cu->blk[l];
+    int H = d->hidden, F = d->ffn, hd = d->head_dim, qd = qdim(d), kvd = kvdim(d),
+        ld = qd + 2 * kvd;
+    cudaDataType dt = dtype_of<T>();
+    float eps = (float)d->norm_eps;
+
+    launch_norm<T>(cu->x, *pending, (T *)cu->xn, n, H, b.v[LMC_CU_ATTN_NORM_W],
+                   b.v[LMC_CU_ATTN_NORM_B], d->norm_is_rms, eps, cu->st);
+    LAUNCH_OK("norm kernel");
+    mark(cu, ST_NORM);
+    *pending = NULL;
+    if (gemm(cu->blas, cu->xn, b.wqkv, cu->qkv, n, ld, H, dt, dt, 0.0f, err) < 0)
+        return -1;
+    mark(cu, ST_QKV_GEMM);
+    const float *bqkv = b.v[LMC_CU_QKV_B];
+    if (d->rope || bqkv) {
+        k_qkv_post<T><<<n, 128, 0, cu->st>>>((T *)cu->qkv, bqkv, ld, qd, kvd, d->n_heads,
+                                             d->n_kv_heads, hd, S, d->rope ? cu->rope_cos : NULL,
+                                             d->rope ? cu->rope_sin : NULL);
+        LAUNCH_OK("qkv kernel");
+        mark(cu, ST_QKV_POST);
+    }
+    if (attention<T>(d, (const T *)cu->qkv, (T *)cu->ctx, n / S, S, 0, cu->st, err) < 0)
+        return -1;
+    mark(cu, ST_ATTN);
+    if (gemm(cu->blas, cu->ctx, b.wo, cu->x, n, H, qd, dt, CUDA_R_32F, 1.0f, err) < 0)
+        return -1;
+    mark(cu, ST_O_GEMM);
+    launch_norm<T>(cu->x, b.v[LMC_CU_O_B], (T *)cu->xn, n, H, b.v[LMC_CU_FFN_NORM_W],
+                   b.v[LMC_CU_FFN_NORM_B], d->norm_is_rms, eps, cu->st);
+    LAUNCH_OK("norm kernel");
+    mark(cu, ST_NORM);
+    if (gemm(cu->blas, cu->xn, b.wgu, cu->gu, n, d->gated ? 2 * F : F, H, dt, dt, 0.0f, err) < 0)
+        return -1;
+    mark(cu, ST_GU_GEMM);
+    launch_act<T>((const T *)cu->gu, b.v[LMC_CU_GU_B], (T *)cu->act, n, F, d->gated, d->act,
+                  cu->st);
+    LAUNCH_OK("activation kernel");
+    mark(cu, ST_ACT);
+    if (gemm(cu->blas, cu->act, b.wdown, cu->x, n, H, F, dt, CUDA_R_32F, 1.0f, err) < 0)
+        return -1;
+    mark(cu, ST_DOWN_GEMM);
+    *pending = b.v[LMC_CU_DOWN_B];
+    return 0;
+}
+
+/* Final norm and head in row chunks: logits_host receives [n][V] when not
+ * NULL; row NLLs (targets in cu->tgt) into cu->row_nll. */
+template <typename T>
+static int run_head(lmc_cu *cu, int n, const float *pending, float *logits_host, lmc_error *err)
+{
+    const lmc_cu_dims *d = &cu->d;
+    int H = d->hidden, V = d->vocab;
+    launch_norm<T>(cu->x, pending, (T *)cu->xn, n, H, cu->gv[LMC_CU_FINAL_NORM_W],
+                   cu->gv[LMC_CU_FINAL_NORM_B], d->norm_is_rms, (float)d->norm_eps, cu->st);
+    LAUNCH_OK("norm kernel");
+    mark(cu, ST_NORM);
+    const void *W = d->tied ? cu->embed : cu->head;
+    for (int r0 = 0; r0 < n; r0 += cu->head_rows) {
+        int nr = std::min(cu->head_rows, n - r0);
+        const T *xr = (const T *)cu->xn + (size_t)r0 * H;
+        if (gemm(cu->blas, xr, W, cu->logits, nr, V, H, dtype_of<T>(), CUDA_R_32F, 0.0f, err) < 0)
+            return -1;
+        mark(cu, ST_HEAD_GEMM);
+        k_row_nll<<<nr, 256, 0, cu->st>>>(cu->logits, V, cu->tgt + r0, cu->row_nll + r0);
+        LAUNCH_OK("nll kernel");
+        mark(cu, ST_NLL);
+        if (logits_host)
+            CUDA_OK(cudaMemcpyAsync(logits_host + (size_t)r0 * V, cu->logits,
+                                    (size_t)nr * V * sizeof(float), cudaMemcpyDeviceToHost,
+                                    cu->st),
+                    "copying logits");
+    }
+    return 0;
+}
+
+template <typename T>
+static int run_windows(lmc_cu *cu, int nwin, int S, float *logits_host, lmc_error *err)
+{
+    int n = nwin * S;
+    cu->prof_stage.clear();
+    mark(cu, ST_EMBED); /* start */
+    if (run_embed<T>(cu, n, S, err) < 0)
+        return -1;
+    mark(cu, ST_EMBED);
+    const float *pending = NULL;
+    for (int l = 0; l < cu->d.n_layers; l++)
+        if (run_block<T>(cu, l, n, S, &pending, err) < 0)
+            return -1;
+    if (run_head<T>(cu, n, pending, logits_host, err) < 0)
+        return -1;
+    k_window_sum<<<nwin, 256, 0, cu->st>>>(cu->row_nll, S, cu->win_nll);
+    LAUNCH_OK("window sum kernel");
+    mark(cu, ST_NLL);
+    return 0;
+}
+
+#define DISPATCH(p, fn, ...)                                                                  \
+    ((p) == PREC_FP32   ? fn<float>(__VA_ARGS__)                                              \
+     : (p) == PREC_BF16 ? fn<bf16>(__VA_ARGS__)                                               \
+                        : fn<f16>(__VA_ARGS__))
+
+static int check_tokens(lmc_cu *cu, int n, lmc_error *err)
+{
+    if (n < 1 || n > cu->max_tokens)
+        return lmc_fail(err, "%d tokens: the device buffers hold 1 to %d", n, cu->max_tokens);
+    if (cu->d.rope && !cu->rope_cos)
+        return lmc_fail(err, "RoPE tables not set");
+    return 0;
+}
+
+static int put_ids(lmc_cu *cu, const int32_t *ids, const int32_t *targets, int n, lmc_error *err)
+{
+    CUDA_OK(cudaMemcpyAsync(cu->ids, ids, (size_t)n * 4, cudaMemcpyHostToDevice, cu->st), "ids");
+    if (targets)
+        CUDA_OK(cudaMemcpyAsync(cu->tgt, targets, (size_t)n * 4, cudaMemcpyHostToDevice, cu->st),
+                "ids");
+    else
+        CUDA_OK(cudaMemsetAsync(cu->tgt, 0xff, (size_t)n * 4, cu->st), "ids"); /* -1: unscored */
+    return 0;
+}
+
+extern "C" int lmc_cu_windows_nll(lmc_cu *cu, const int32_t *ids, const int32_t *targets,
+                                  int nwin, int S, double *nll, lmc_error *err)
+{
+    if (S < 1 || nwin < 1)
+        return lmc_fail(err, "empty window");
+    if (check_tokens(cu, nwin * S, err) < 0 || put_ids(cu, ids, targets, nwin * S, err) < 0)
+        return -1;
+    if (DISPATCH(cu->prec, run_windows, cu, nwin, S, NULL, err) < 0)
+        return -1;
+    CUDA_OK(cudaMemcpyAsync(nll, cu->win_nll, (size_t)nwin * sizeof(double),
+                            cudaMemcpyDeviceToHost, cu->st),
+            "window NLL");
+    CUDA_OK(cudaStreamSynchronize(cu->st), "forward");
+    if (cu->prof)
+        prof_collect(cu);
+    return 0;
+}
+
+extern "C" int lmc_cu_forward_logits(lmc_cu *cu, const int32_t *ids, int n, float *logits,
+                                     lmc_error *err)
+{
+    if (check_tokens(cu, n, err) < 0 || put_ids(cu, ids, NULL, n, err) < 0)
+        return -1;
+    if (DISPATCH(cu->prec, run_windows, cu, 1, n, logits, err) < 0)
+        return -1;
+    CUDA_OK(cudaStreamSynchronize(cu->st), "forward");
+    return 0;
+}
+
+extern "C" int lmc_cu_forward_block(lmc_cu *cu, int layer, float *x, int n, lmc_error *err)
+{
+    if (layer < 0 || layer >= cu->d.n_layers)
+        return lmc_fail(err, "block %d out of range (model has %d)", layer, cu->d.n_layers);
+    if (check_tokens(cu, n, err) < 0)
+        return -1;
+    int H = cu->d.hidden;
+    size_t bytes = (size_t)n * H * sizeof(float);
+    CUDA_OK(cudaMemcpyAsync(cu->x, x, bytes, cudaMemcpyHostToDevice, cu->st), "block input");
+    const float *pending = NULL;
+    if (DISPATCH(cu->prec, run_block, cu, layer, n, n, &pending, err) < 0)
+        return -1;
+    std::vector<float> b;
+    if (pending) { /* the down bias, which the next norm would add */
+        b.resize((size_t)H);
+        CUDA_OK(cudaMemcpyAsync(b.data(), pending, (size_t)H * 4, cudaMemcpyDeviceToHost, cu->st),
+                "block output");
+    }
+    CUDA_OK(cudaMemcpyAsync(x, cu->x, bytes, cudaMemcpyDeviceToHost, cu->st), "block output");
+    CUDA_OK(cudaStreamSynchronize(cu->st), "block");
+    if (pending)
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < H; j++)
+                x[(size_t)i * H + j] += b[j];
+    return 0;
+}
+
+/* ---------------------------------------------------------------- setup */
+
+extern "C" void lmc_cu_free(lmc_cu *cu)
+{
+    if (!cu)
+        return;
+    if (cu->st)
+        cudaStreamSynchronize(cu->st);
+    double tot = 0;
+    for (int i = 0; i < ST_COUNT; i++)
+        tot += cu->prof_ms[i];
+    if (cu->prof && tot > 0) {
+        fprintf(stderr, "lmc cuda profile (device time, all forwards):\n");
+        for (int i = 0; i < ST_COUNT; i++)
+            fprintf(stderr, "  %-14s %10.2f ms %5.1f%%\n", stage_name[i], cu->prof_ms[i],
+                    100.0 * cu->prof_ms[i] / tot);
+        fprintf(stderr, "  %-14s %10.2f ms\n", "total", tot);
+    }
+    for (cudaEvent_t e : cu->prof_ev)
+        cudaEventDestroy(e);
+    for (void *p : cu->allocs)
+        cudaFree(p);
+    if (cu->staging)
+        cudaFree(cu->staging);
+    if (cu->bad)
+        cudaFree(cu->bad);
+    if (cu->blas)
+        cublasDestroy(cu->blas);
+    if (cu->st)
+        cudaStreamDestroy(cu->st);
+    delete cu;
+}
+
+static int make_handle(cublasHandle_t *h, cudaStream_t *st, int prec, lmc_error *err)
+{
+    *h = NULL;
+    CUDA_OK(cudaStreamCreateWithFlags(st, cudaStreamNonBlocking), "creating a stream");
+    BLAS_OK(cublasCreate(h), "cublasCreate");
+    BLAS_OK(cublasSetStream(*h, *st), "cublasSetStream");
+    /* fp32: no TF32 or other reduced-precision shortcuts */
+    BLAS_OK(cublasSetMathMode(*h, prec == PREC_FP32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH),
+            "cublasSetMathMode");
+    return 0;
+}
+
+static int cu_setup(lmc_cu *cu, lmc_error *err)
+{
+    const lmc_cu_dims *d = &cu->d;
+    if (make_handle(&cu->blas, &cu->st, cu->prec, err) < 0)
+        return -1;
+    CUDA_OK(cudaMalloc((void **)&cu->bad, sizeof(unsigned long long)), "allocating a flag");
+    cu->blk.assign((size_t)d->n_layers, dblock());
+    for (int l = 0; l < d->n_layers; l++) {
+        dblock &b = cu->blk[l];
+        memset(&b, 0, sizeof b);
+        char what[64];
+        snprintf(what, sizeof what, "block %d weights", l);
+        for (int w = LMC_CU_QKV; w <= LMC_CU_DOWN; w++)
+            if (dalloc(cu, mat_slot(cu, w, l), mat_elems(d, w) * cu->es, what, err) < 0)
+                return -1;
+    }
+    if (dalloc(cu, &cu->embed, mat_elems(d, LMC_CU_EMBED) * cu->es, "embeddings", err) < 0)
+        return -1;
+    if (!d->tied &&
+        dalloc(cu, &cu->head, mat_elems(d, LMC_CU_HEAD) * cu->es, "LM head", err) < 0)
+        return -1;
+    size_t T = (size_t)cu->max_tokens, H = d->hidden, F = d->ffn, qd = qdim(d),
+           kvd = kvdim(d), es = cu->es;
+    /* logits in chunks of about 512 MB */
+    size_t rows = ((size_t)512 << 20) / ((size_t)d->vocab * 4);
+    cu->head_rows = (int)std::max((size_t)1, std::min(rows, T));
+    if (dalloc(cu, (void **)&cu->x, T * H * 4, "activations", err) < 0 ||
+        dalloc(cu, &cu->xn, T * H * es, "activations", err) < 0 ||
+        dalloc(cu, &cu->qkv, T * (qd + 2 * kvd) * es, "activations", err) < 0 ||
+        dalloc(cu, &cu->ctx, T * qd * es, "activations", err) < 0 ||
+        dalloc(cu, &cu->gu, T * F * (d->gated ? 2 : 1) * es, "activations", err) < 0 ||
+        dalloc(cu, &cu->act, T * F * es, "activations", err) < 0 ||
+        dalloc(cu, (void **)&cu->logits, (size_t)cu->head_rows * d->vocab * 4, "logits", err) <
+            0 ||
+        dalloc(cu, (void **)&cu->row_nll, T * sizeof(double), "activations", err) < 0 ||
+        dalloc(cu, (void **)&cu->win_nll, T * sizeof(double), "activations", err) < 0 ||
+        dalloc(cu, (void **)&cu->ids, T * 4, "activations", err) < 0 ||
+        dalloc(cu, (void **)&cu->tgt, T * 4, "activations", err) < 0)
+        return -1;
+    return 0;
+}
+
+extern "C" int lmc_cu_new(const lmc_cu_dims *d, int prec, int max_tokens, lmc_cu **out,
+                          lmc_error *err)
+{
+    *out = NULL;
+    if (prec < PREC_FP32 || prec > PREC_BF16)
+        return lmc_fail(err, "bad precision %d", prec);
+    if (max_tokens < 1 || max_tokens > 65535) /* tokens on grid.x, rows on grid.y */
+        return lmc_fail(err, "%d tokens per forward: the CUDA kernels take 1 to 65535",
+                        max_tokens);
+    if (lmc_cu_device(NULL, 0, err) < 0)
+        return -1;
+    lmc_cu *cu = new lmc_cu();
+    cu->d = *d;
+    cu->prec = prec;
+    cu->es = esize_of(prec);
+    cu->max_tokens = max_tokens;
+    const char *pe = getenv("LMC_CUDA_PROFILE");
+    cu->prof = pe && *pe && strcmp(pe, "0");
+    if (cu_setup(cu, err) < 0) {
+        lmc_cu_free(cu);
+        return -1;
+    }
+    *out = cu;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- kernel tests */
+
+/* A scratch device buffer that frees itself. */
+struct dbuf {
+    void *p = NULL;
+    ~dbuf()
+    {
+        if (p)
+            cudaFree(p);
+    }
+};
+
+static int dnew(dbuf &b, size_t bytes, lmc_error *err)
+{
+    CUDA_OK(cudaMalloc(&b.p, bytes ? bytes : 16), "test buffer");
+    return 0;
+}
+
+/* Host fp32 -> device T (rounded as the pass stores it). */
+template <typename T> static int to_dev(dbuf &d, const float *h, size_t n, lmc_error *err)
+{
+    dbuf tmp, bad;
+    if (dnew(d, n * sizeof(T), err) < 0 || dnew(tmp, n * 4, err) < 0 || dnew(bad, 8, err) < 0)
+        return -1;
+    CUDA_OK(cudaMemcpy(tmp.p, h, n * 4, cudaMemcpyHostToDevice), "test upload");
+    k_from_f32<T><<<grid_for(n), 256>>>((const float *)tmp.p, (T *)d.p, n,
+                                        (unsigned long long *)bad.p);
+    CUDA_OK(cudaDeviceSynchronize(), "test upload");
+    return 0;
+}
+
+template <typename T> static int from_dev(float *h, const dbuf &d, size_t n, lmc_error *err)
+{
+    dbuf tmp;
+    if (dnew(tmp, n * 4, err) < 0)
+        return -1;
+    k_to_f32<T><<<grid_for(n), 256>>>((const T *)d.p, (float *)tmp.p, n);
+    LAUNCH_OK("test download");
+    CUDA_OK(cudaMemcpy(h, tmp.p, n * 4, cudaMemcpyDeviceToHost), "test download");
+    return 0;
+}
+
+static int f32_dev(dbuf &d, const float *h, size_t n, lmc_error *err)
+{
+    if (!h)
+        return 0;
+    if (dnew(d, n * 4, err) < 0)
+        return -1;
+    CUDA_OK(cudaMemcpy(d.p, h, n * 4, cudaMemcpyHostToDevice), "test upload");
+    return 0;
+}
+
+template <typename T>
+static int test_norm(const float *x, const float *badd, float *xo, float *y, int n, int H,
+                     const float *w, const float *b, int rms, double eps, lmc_error *err)
+{
+    size_t nh = (size_t)n * H;
+    dbuf dx, dba, dy, dw, db;
+    if (f32_dev(dx, x, nh, err) < 0 || f32_dev(dba, badd, H, err) < 0 ||
+        f32_dev(dw, w, H, err) < 0 || f32_dev(db, b, H, err) < 0 ||
+        dnew(dy, nh * sizeof(T), err) < 0)
+        return -1;
+    launch_norm<T>((float *)dx.p, (const float *)dba.p, (T *)dy.p, n, H, (const float *)dw.p,
+                   (const float *)db.p, rms, (float)eps, 0);
+    LAUNCH_OK("norm kernel");
+    if (xo)
+        CUDA_OK(cudaMemcpy(xo, dx.p, nh * 4, cudaMemcpyDeviceToHost), "test download");
+    return from_dev<T>(y, dy, nh, err);
+}
+
+extern "C" int lmc_cu_test_norm(const float *x, const float *badd, float *xo, float *y, int n,
+                                int H, const float *w, const float *b, int rms, double eps,
+                                int prec, lmc_error *err)
+{
+    if (lmc_cu_device(NULL, 0, err) < 0)
+        return -1;
+    return DISPATCH(prec, test_norm, x, badd, xo, y, n, H, w, b, rms, eps, err);
+}
+
+template <typename T>
+static int test_qkv(const lmc_cu_dims *d, const float *cs, const float *sn, float *qkv,
+                    const float *bias, int n, int S, lmc_error *err)
+{
+    int hd = d->head_dim, qd = qdim(d), kvd = kvdim(d), ld = qd + 2 * kvd;
+    size_t nq = (size_t)n * ld, nb = (size_t)S * (hd / 2);
+    dbuf dq, db, dc, ds;
+    if (to_dev<T>(dq, qkv, nq, err) < 0 || f32_dev(db, bias, ld, err) < 0 ||
+        f32_dev(dc, d->rope ? cs : NULL, nb, err) < 0 ||
+        f32_dev(ds, d->rope ? sn : NULL, nb, err) < 0)
+        return -1;
+    k_qkv_post<T><<<n, 128>>>((T *)dq.p, (const float *)db.p, ld, qd, kvd, d->n_heads,
+                              d->n_kv_heads, hd, S, (const float *)dc.p, (const float *)ds.p);
+    LAUNCH_OK("qkv kernel");
+    return from_dev<T>(qkv, dq, nq, err);
+}
+
+extern "C" int lmc_cu_test_qkv(const lmc_cu_dims *d, const float *cs, const float *sn, float *qkv,
+                               const float *bias, int n, int S, int prec, lmc_error *err)
+{
+    if (lmc_cu_device(NULL, 0, err) < 0)
+        return -1;
+    return DISPATCH(prec, test_qkv, d, cs, sn, qkv, bias, n, S, err);
+}
+
+template <typename T>
+static int test_attn(const lmc_cu_dims *d, const float *q, const float *k, const float *v,
+                     float *ctx, int nwin, int S, int simt, lmc_error *err)
+{
+    int qd = qdim(d), kvd = kvdim(d), ld = qd + 2 * kvd;
+    size_t n = (size_t)nwin * S;
+    std::vector<float> h(n * ld);
+    for (size_t t = 0; t < n; t++) {
+        memcpy(&h[t * ld], q + t * qd, (size_t)qd * 4);
+        memcpy(&h[t * ld + qd], k + t * kvd, (size_t)kvd * 4);
+        memcpy(&h[t * ld + qd + kvd], v + t * kvd, (size_t)kvd * 4);
+    }
+    dbuf dq, dc;
+    if (to_dev<T>(dq, h.data(), n * ld, err) < 0 || dnew(dc, n * qd * sizeof(T), err) < 0)
+        return -1;
+    CUDA_OK(cudaMemset(dc.p, 0xff, n * qd * sizeof(T)), "test"); /* poison: NaN */
+    if (attention<T>(d, (const T *)dq.p, (T *)dc.p, nwin, S, simt, 0, err) < 0)
+        return -1;
+    return from_dev<T>(ctx, dc, n * qd, err);
+}
+
+extern "C" int lmc_cu_test_attention(const lmc_cu_dims *d, const float *q, const float *k,
+                                     const float *v, float *ctx, int nwin, int S, int simt,
+                                     int prec, lmc_error *err)
+{
+    if (lmc_cu_device(NULL, 0, err) < 0)
+        return -1;
+    return DISPATCH(prec, test_attn, d, q, k, v, ctx, nwin, S, simt, err);
+}
+
+template <typename T>
+static int test_act(int act, int gated, const float *gu, const float *bias, float *a, int n,
+                    int F, lmc_error *err)
+{
+    size_t ng = (size_t)n * F * (gated ? 2 : 1), na = (size_t)n * F;
+    dbuf dg, db, da;
+    if (to_dev<T>(dg, gu, ng, err) < 0 ||
+        f32_dev(db, bias, (size_t)F * (gated ? 2 : 1), err) < 0 ||
+        dnew(da, na * sizeof(T), err) < 0)
+        return -1;
+    launch_act<T>((const T *)dg.p, (const float *)db.p, (T *)da.p, n, F, gated, act, 0);
+    LAUNCH_OK("activation kernel");
+    return from_dev<T>(a, da, na, err);
+}
+
+extern "C" int lmc_cu_test_act(int act, int gated, const float *gu, const float *bias, float *a,
+                               int n, int F, int prec, lmc_error *err)
+{
+    if (lmc_cu_device(NULL, 0, err) < 0)
+        return -1;
+    return DISPATCH(prec, test_act, act, gated, gu, bias, a, n, F, err);
+}
+
+extern "C" int lmc_cu_test_row_nll(const float *logits, int rows, int V, const int32_t *targets,
+                                   double *nll, lmc_error *err)
+{
+    if (lmc_cu_device(NULL, 0, err) < 0)
+        return -1;
+    dbuf dl, dt, dn;
+    if (f32_dev(dl, logits, (size_t)rows * V, err) < 0 || dnew(dt, (size_t)rows * 4, err) < 0 ||
+        dnew(dn, (size_t)rows * 8, err) < 0)
+        return -1;
+    CUDA_OK(cudaMemcpy(dt.p, targets, (size_t)rows * 4, cudaMemcpyHostToDevice), "test upload");
+    k_row_nll<<<rows, 256>>>((const float *)dl.p, V, (const int32_t *)dt.p, (double *)dn.p);
+    LAUNCH_OK("nll kernel");
+    CUDA_OK(cudaMemcpy(nll, dn.p, (size_t)rows * 8, cudaMemcpyDeviceToHost), "test download");
+    return 0;
+}
+
+/* ---------------------------------------------------------------- GEMM benchmark */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+struct bench_ctx {
+    cublasHandle_t h = NULL;
+    cudaStream_t st = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    ~bench_ctx()
+    {
+        if (e0)
+            cudaEventDestroy(e0);
+        if (e1)
+            cudaEventDestroy(e1);
+        if (h)
+            cublasDestroy(h);
+        if (st)
+            cudaStreamDestroy(st);
+    }
+};
+
+template <typename T>
+static int random_dev(dbuf &d, size_t n, uint64_t seed, lmc_error *err)
+{
+    std::vector<float> h(n);
+    uint64_t s = 88172645463325252ull ^ seed;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        h[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5) * 0.1f;
+    }
+    return to_dev<T>(d, h.data(), n, err);
+}
+
+template <typename T>
+static int bench_one(bench_ctx &b, lmc_cu_gemm_rate *o, int out32, float beta, lmc_error *err)
+{
+    size_t nx = (size_t)(o->m * o->k), nw = (size_t)(o->n * o->k), ny = (size_t)(o->m * o->n);
+    dbuf X, W, Y;
+    /* random data, not zeros: zeros run faster than real data */
+    if (random_dev<T>(X, nx, 1, err) < 0 || random_dev<T>(W, nw, 2, err) < 0 ||
+        dnew(Y, ny * (out32 ? 4 : sizeof(T)), err) < 0)
+        return -1;
+    CUDA_OK(cudaMemset(Y.p, 0, ny * (out32 ? 4 : sizeof(T))), "benchmark");
+    cudaDataType dt = dtype_of<T>(), to = out32 ? CUDA_R_32F : dt;
+    int M = (int)o->m, N = (int)o->n, K = (int)o->k;
+    for (int i = 0; i < 3; i++)
+        if (gemm(b.h, X.p, W.p, Y.p, M, N, K, dt, to, beta, err) < 0)
+            return -1;
+    enum { REPS = 15, INNER = 5 };
+    double t[REPS];
+    for (int i = 0; i < REPS; i++) {
+        CUDA_OK(cudaEventRecord(b.e0, b.st), "benchmark");
+        for (int r = 0; r < INNER; r++)
+            if (gemm(b.h, X.p, W.p, Y.p, M, N, K, dt, to, beta, err) < 0)
+                return -1;
+        CUDA_OK(cudaEventRecord(b.e1, b.st), "benchmark");
+        CUDA_OK(cudaEventSynchronize(b.e1), "benchmark");
+        float ms = 0;
+        CUDA_OK(cudaEventElapsedTime(&ms, b.e0, b.e1), "benchmark");
+        t[i] = ms / INNER * 1e-3;
+    }
+    qsort(t, REPS, sizeof t[0], cmp_double);
+    o->tflops = 2.0 * o->m * o->n * o->k / t[REPS / 2] * 1e-12;
+    return 0;
+}
+
+extern "C" int lmc_cu_bench_gemm(const lmc_cu_dims *d, int tokens, int prec,
+                                 lmc_cu_gemm_rate *rates, int *n_rates, double *mix_tflops,
+                                 lmc_error *err)
+{
+    *n_rates = 0;
+    *mix_tflops = 0;
+    if (lmc_cu_device(NULL, 0, err) < 0)
+        return -1;
+    int64_t H = d->hidden, F = d->ffn, qd = qdim(d), kvd = kvdim(d);
+    int64_t head_rows = std::min<int64_t>(tokens, ((int64_t)512 << 20) / ((int64_t)d->vocab * 4));
+    head_rows = std::max<int64_t>(head_rows, 1);
+    struct shape { const char *name; int64_t m, n, k; int count, out32; float beta; } sh[] = {
+        {"qkv", tokens, qd + 2 * kvd, H, d->n_layers, 0, 0.0f},
+        {"o", tokens, H, qd, d->n_layers, 1, 1.0f},
+        {d->gated ? "gate_up" : "up", tokens, d->gated ? 2 * F : F, H, d->n_layers, 0, 0.0f},
+        {"down", tokens, H, F, d->n_layers, 1, 1.0f},
+        {"head", head_rows, d->vocab, H, (int)((tokens + head_rows - 1) / head_rows), 1, 0.0f},
+    };
+    bench_ctx b;
+    if (make_handle(&b.h, &b.st, prec, err) < 0)
+        return -1;
+    CUDA_OK(cudaEventCreate(&b.e0), "benchmark");
+    CUDA_OK(cudaEventCreate(&b.e1), "benchmark");
+    double flop = 0, time = 0;
+    int ns = (int)(sizeof sh / sizeof sh[0]);
+    for (int s = 0; s < ns; s++) {
+        lmc_cu_gemm_rate *o = &rates[s];
+        memset(o, 0, sizeof *o);
+        snprintf(o->name, sizeof o->name, "%s", sh[s].name);
+        o->m = sh[s].m;
+        o->n = sh[s].n;
+        o->k = sh[s].k;
+        o->per_forward = sh[s].count;
+        if (DISPATCH(prec, bench_one, b, o, sh[s].out32, sh[s].beta, err) < 0)
+            return -1;
+        double f = 2.0 * o->m * o->n * o->k * o->per_forward;
+        flop += f;
+        time += f / (o->tflops * 1e12);
+        *n_rates = s + 1;
+    }
+    *mix_tflops = time > 0 ? flop / time * 1e-12 : 0;
+    return 0;
+}

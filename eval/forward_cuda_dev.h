@@ -1,0 +1,103 @@
+/* Internal interface between the CUDA evaluator's host side (forward_cuda.c,
+ * C: model, encodings, protocol) and its device side (forward_cuda.cu:
+ * device memory, kernels, cuBLAS). Plain C types only: core/encoding.h is C
+ * and does not compile as C++, so the .cu never sees lmc_model.
+ * Precisions use lmc_precision's values: 1 fp32, 2 fp16, 3 bf16. */
+#ifndef LMC_FORWARD_CUDA_DEV_H
+#define LMC_FORWARD_CUDA_DEV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" { /* error.h is C: its functions keep C linkage in the .cu */
+#endif
+
+#include "../core/error.h"
+
+typedef struct lmc_cu_dims {
+    int vocab, hidden, n_layers, n_heads, n_kv_heads, head_dim, ffn;
+    int gated;       /* LLaMA: down(act(gate x) * up x), gate|up fused */
+    int pos_rows;    /* rows of the learned position table; 0: none */
+    int pos_offset;  /* OPT: positions start at row 2 */
+    int norm_is_rms; /* else LayerNorm */
+    double norm_eps;
+    int act;         /* lmc_act */
+    int rope;        /* RoPE on q and k (tables: lmc_cu_set_rope) */
+    int tied;        /* head shares the embedding matrix */
+} lmc_cu_dims;
+
+/* Matrices, stored in the weight type; [rows][cols] row-major:
+ *   EMBED [vocab][H], HEAD [vocab][H] (not when tied), QKV [qd+2kvd][H]
+ *   (q | k | v rows), O [H][qd], GU [2F or F][H] (gate | up rows), DOWN [H][F] */
+enum { LMC_CU_EMBED, LMC_CU_HEAD, LMC_CU_QKV, LMC_CU_O, LMC_CU_GU, LMC_CU_DOWN };
+/* fp32 vectors, allocated (zeros) on their first upload; absent = NULL */
+enum {
+    LMC_CU_POS, LMC_CU_FINAL_NORM_W, LMC_CU_FINAL_NORM_B, LMC_CU_ATTN_NORM_W, LMC_CU_ATTN_NORM_B,
+    LMC_CU_FFN_NORM_W, LMC_CU_FFN_NORM_B, LMC_CU_QKV_B, LMC_CU_O_B, LMC_CU_GU_B, LMC_CU_DOWN_B
+};
+/* source element types of an upload */
+enum { LMC_CU_SRC_F32 = 0, LMC_CU_SRC_F16 = 1, LMC_CU_SRC_BF16 = 2 };
+
+typedef struct lmc_cu lmc_cu;
+
+/* A usable device (compute capability >= 8.0); name may be NULL. */
+int lmc_cu_device(char *name, size_t name_len, lmc_error *err);
+
+/* Allocates every matrix and the activations for max_tokens tokens. */
+int lmc_cu_new(const lmc_cu_dims *d, int prec, int max_tokens, lmc_cu **out, lmc_error *err);
+void lmc_cu_free(lmc_cu *cu);
+size_t lmc_cu_bytes(const lmc_cu *cu);
+
+/* n values from host src (type src_type) into matrix `which` of `layer`
+ * (ignored for EMBED/HEAD) at element offset off, converted on the device.
+ * *bad: index (within src) of the first value that is not finite after
+ * conversion, else -1. */
+int lmc_cu_upload(lmc_cu *cu, int which, int layer, size_t off, const void *src, int src_type,
+                  size_t n, int64_t *bad, lmc_error *err);
+/* n fp32 values into vector `which` of `layer` at offset off (the vector has
+ * its full length, see lmc_cu_vec_len, zeros where nothing was uploaded). */
+int lmc_cu_upload_vec(lmc_cu *cu, int which, int layer, size_t off, const float *src, size_t n,
+                      lmc_error *err);
+size_t lmc_cu_vec_len(const lmc_cu_dims *d, int which);
+/* RoPE cos/sin tables [positions][head_dim/2] (positions >= max_tokens). */
+int lmc_cu_set_rope(lmc_cu *cu, const float *cs, const float *sn, int positions, lmc_error *err);
+/* Frees the upload staging buffer. */
+void lmc_cu_upload_done(lmc_cu *cu);
+
+/* nwin windows of S tokens (ids checked by the caller): nll[w] = sum over
+ * rows t with targets[t] >= 0 of -log p(targets[t] | ids[..t]). */
+int lmc_cu_windows_nll(lmc_cu *cu, const int32_t *ids, const int32_t *targets, int nwin, int S,
+                       double *nll, lmc_error *err);
+/* One window: logits[n][vocab]. */
+int lmc_cu_forward_logits(lmc_cu *cu, const int32_t *ids, int n, float *logits, lmc_error *err);
+/* One block in place on host x[n][H] (one window), pending biases applied. */
+int lmc_cu_forward_block(lmc_cu *cu, int layer, float *x, int n, lmc_error *err);
+
+/* Kernel tests on host arrays, see forward_cuda.h. */
+int lmc_cu_test_norm(const float *x, const float *badd, float *xo, float *y, int n, int H,
+                     const float *w, const float *b, int rms, double eps, int prec,
+                     lmc_error *err);
+int lmc_cu_test_qkv(const lmc_cu_dims *d, const float *cs, const float *sn, float *qkv,
+                    const float *bias, int n, int S, int prec, lmc_error *err);
+int lmc_cu_test_attention(const lmc_cu_dims *d, const float *q, const float *k, const float *v,
+                          float *ctx, int nwin, int S, int simt, int prec, lmc_error *err);
+int lmc_cu_test_act(int act, int gated, const float *gu, const float *bias, float *a, int n,
+                    int F, int prec, lmc_error *err);
+int lmc_cu_test_row_nll(const float *logits, int rows, int V, const int32_t *targets,
+                        double *nll, lmc_error *err);
+
+typedef struct lmc_cu_gemm_rate {
+    char name[16];
+    int64_t m, n, k;
+    int per_forward;
+    double tflops;
+} lmc_cu_gemm_rate;
+int lmc_cu_bench_gemm(const lmc_cu_dims *d, int tokens, int prec, lmc_cu_gemm_rate *rates,
+                      int *n_rates, double *mix_tflops, lmc_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

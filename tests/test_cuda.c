@@ -1,0 +1,833 @@
+/* eval/forward_cuda: every kernel against the CPU path on random inputs, a
+ * block and whole windows of tiny random models of each architecture, the
+ * vendored data/llama-xs, and the perplexity of ../shared models (fp16
+ * checkpoints, and in-memory qgroup, sparse and 2:4 versions of llama-s)
+ * against the CPU evaluator. Without a GPU (or a CUDA build) every test but
+ * the error message check prints SKIP and passes.
+ *
+ * Tolerances: ||gpu - cpu|| / ||cpu|| <= 1e-5 in fp32 (order of summation
+ * only), 2e-3 fp16, 1.5e-2 bf16 for kernels whose output is stored in that
+ * type; perplexity: fp32 within 0.01%, fp16 within 0.3% (the issue's bars).
+ * LMC_CUDA_PPL_WINDOWS=N evaluates N windows of the ../shared models
+ * (default 16; 0: the whole text). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../compress/prune.h"
+#include "../compress/quant_passes.h"
+#include "../compress/rtn.h"
+#include "../core/fileio.h"
+#include "../core/half.h"
+#include "../core/model.h"
+#include "../eval/forward.h"
+#include "../eval/forward_cuda.h"
+#include "../eval/forward_ops.h"
+#include "../eval/perplexity.h"
+#include "../eval/weights.h"
+#include "../formats/tokenizer.h"
+#include "testutil.h"
+
+/* ---- device ---- */
+
+static int gpu(void)
+{
+    static int state = -1;
+    static char why[1024];
+    if (state < 0) {
+        lmc_error err;
+        char name[256];
+        state = lmc_cuda_available(name, sizeof name, &err) == 0;
+        if (state)
+            fprintf(stderr, "test_cuda: device %s\n", name);
+        else
+            snprintf(why, sizeof why, "%s", err.msg);
+    }
+    if (!state)
+        printf("SKIP: %s\n", why);
+    return state;
+}
+
+static const lmc_precision PRECS[3] = {LMC_PREC_FP32, LMC_PREC_FP16, LMC_PREC_BF16};
+static double tol_of(lmc_precision p)
+{
+    return p == LMC_PREC_FP32 ? 1e-5 : p == LMC_PREC_FP16 ? 2e-3 : 1.5e-2;
+}
+
+/* ---- random numbers ---- */
+
+static uint64_t rng_state = 88172645463325252ull;
+static void rng_seed(uint64_t s) { rng_state = s * 2654435761ull + 1; }
+static double urand(void) /* [-1, 1) */
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 4503599627370496.0 - 1.0;
+}
+static float *rnd(size_t n, double scale, double offset)
+{
+    float *x = malloc(n * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(offset + scale * urand());
+    return x;
+}
+
+/* ||a - b|| / ||b||, and every a finite (outputs are poisoned or fresh). */
+static double rel_err(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(isfinite(a[i]), "non-finite output at %zu", i);
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+/* ---- the message without a device (runs everywhere) ---- */
+
+START_TEST(test_unavailable_message)
+{
+    lmc_error err;
+    err.msg[0] = 0;
+    char name[64];
+    if (lmc_cuda_available(name, sizeof name, &err) == 0) {
+        ck_assert(name[0] != 0);
+        return;
+    }
+    ck_assert_msg(strstr(err.msg, "no CUDA device found") ||
+                      strstr(err.msg, "built without CUDA") ||
+                      strstr(err.msg, "compute capability"),
+                  "unexpected message: %s", err.msg);
+    /* the other entry points fail the same way instead of crashing */
+    lmc_model m;
+    memset(&m, 0, sizeof m);
+    lmc_cuda_model *cm = (lmc_cuda_model *)1;
+    m.cfg.arch = LMC_ARCH_LLAMA;
+    m.cfg.vocab = m.cfg.hidden = m.cfg.n_layers = m.cfg.n_heads = m.cfg.n_kv_heads = 1;
+    m.cfg.head_dim = 2, m.cfg.ffn = 1, m.cfg.max_pos = 8, m.cfg.act = LMC_ACT_SILU;
+    ck_assert_int_eq(lmc_cuda_model_new(&m, LMC_PREC_FP32, 0, 8, &cm, &err), -1);
+    ck_assert_ptr_null(cm);
+    ck_assert(err.msg[0] != 0);
+}
+END_TEST
+
+/* ---- precision names ---- */
+
+START_TEST(test_precision_names)
+{
+    lmc_precision p;
+    const char *names[] = {"auto", "fp32", "fp16", "bf16"};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(lmc_precision_parse(names[i], &p), 0);
+        ck_assert_str_eq(lmc_precision_name(p), names[i]);
+    }
+    ck_assert_int_eq(lmc_precision_parse("fp8", &p), -1);
+    ck_assert_int_eq(lmc_precision_parse("", &p), -1);
+    lmc_config c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.src_dtype, sizeof c.src_dtype, "bfloat16");
+    ck_assert_int_eq(lmc_precision_resolve(LMC_PREC_AUTO, &c), LMC_PREC_BF16);
+    snprintf(c.src_dtype, sizeof c.src_dtype, "float16");
+    ck_assert_int_eq(lmc_precision_resolve(LMC_PREC_AUTO, &c), LMC_PREC_FP16);
+    ck_assert_int_eq(lmc_precision_resolve(LMC_PREC_FP32, &c), LMC_PREC_FP32);
+}
+END_TEST
+
+/* ---- kernels ---- */
+
+START_TEST(test_norm)
+{
+    if (!gpu())
+        return;
+    rng_seed(1);
+    int n = 7;
+    for (int H = 333; H <= 2048; H += 2048 - 333) /* scalar and vector kernels */
+    for (int rms = 0; rms < 2; rms++)
+        for (int pi = 0; pi < 3; pi++) {
+            float *x = rnd((size_t)n * H, 2.0, 0.3), *badd = rnd(H, 0.5, 0),
+                  *w = rnd(H, 0.2, 1.0), *b = rnd(H, 0.1, 0);
+            float *xo = malloc(sizeof(float) * n * H), *y = malloc(sizeof(float) * n * H),
+                  *ref = malloc(sizeof(float) * n * H), *xr = malloc(sizeof(float) * n * H);
+            lmc_error err;
+            ck_assert_msg(lmc_cuda_test_norm(x, badd, xo, y, n, H, w, rms ? NULL : b, rms, 1e-5,
+                                             PRECS[pi], &err) == 0,
+                          "%s", err.msg);
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < H; j++)
+                    xr[i * H + j] = x[i * H + j] + badd[j];
+            lmc_op_norm(xr, ref, n, H, w, rms ? NULL : b, rms, 1e-5);
+            ck_assert_msg(rel_err(xo, xr, (size_t)n * H) == 0, "residual + bias differs");
+            double e = rel_err(y, ref, (size_t)n * H);
+            printf("norm H=%d rms=%d %s: rel err %.2e\n", H, rms, lmc_precision_name(PRECS[pi]),
+                   e);
+            ck_assert_msg(e <= tol_of(PRECS[pi]), "norm rms=%d %s: %g", rms,
+                          lmc_precision_name(PRECS[pi]), e);
+            free(x), free(badd), free(w), free(b), free(xo), free(y), free(ref), free(xr);
+        }
+}
+END_TEST
+
+static lmc_config attn_config(int nh, int nkv, int hd)
+{
+    lmc_config c;
+    memset(&c, 0, sizeof c);
+    c.arch = LMC_ARCH_LLAMA;
+    c.vocab = 16;
+    c.hidden = nh * hd;
+    c.n_layers = 1;
+    c.n_heads = nh;
+    c.n_kv_heads = nkv;
+    c.head_dim = hd;
+    c.ffn = 8;
+    c.max_pos = 4096;
+    c.norm_is_rms = 1;
+    c.norm_eps = 1e-5;
+    c.act = LMC_ACT_SILU;
+    c.rope_type = LMC_ROPE_DEFAULT;
+    c.rope_theta = 10000;
+    return c;
+}
+
+START_TEST(test_qkv_rope)
+{
+    if (!gpu())
+        return;
+    rng_seed(2);
+    int S = 37, nwin = 2, n = S * nwin;
+    for (int variant = 0; variant < 5; variant++) {
+        lmc_config c = attn_config(4, 2, 16);
+        int with_bias = variant >= 3;
+        if (variant == 1) {
+            c.rope_type = LMC_ROPE_LINEAR;
+            c.rope_factor = 4;
+        } else if (variant == 2 || variant == 3) {
+            c.rope_type = LMC_ROPE_LLAMA3;
+            c.rope_factor = 8, c.rope_low_freq_factor = 1, c.rope_high_freq_factor = 4;
+            c.rope_orig_max_pos = 16;
+            c.rope_theta = 500000;
+        } else if (variant == 4) {
+            c.rope_type = LMC_ROPE_NONE; /* GPT-2 / OPT: biases only */
+        }
+        int qd = 64, kvd = 32, ld = qd + 2 * kvd;
+        for (int pi = 0; pi < 3; pi++) {
+            float *qkv = rnd((size_t)n * ld, 1.0, 0), *bias = with_bias ? rnd(ld, 0.3, 0) : NULL;
+            float *ref = malloc(sizeof(float) * n * ld);
+            memcpy(ref, qkv, sizeof(float) * n * ld);
+            lmc_error err;
+            ck_assert_msg(
+                lmc_cuda_test_qkv_rope(&c, qkv, bias, n, S, PRECS[pi], &err) == 0, "%s", err.msg);
+            /* CPU: + bias, then RoPE per window on the q and k parts */
+            float *q = malloc(sizeof(float) * S * qd), *k = malloc(sizeof(float) * S * kvd);
+            float *cs = NULL, *sn = NULL;
+            if (c.rope_type != LMC_ROPE_NONE)
+                ck_assert_int_eq(lmc_op_rope_tables(&c, S, &cs, &sn), 0);
+            for (int w = 0; w < nwin; w++) {
+                float *r = ref + (size_t)w * S * ld;
+                for (int t = 0; t < S; t++)
+                    for (int j = 0; j < ld; j++)
+                        r[t * ld + j] += bias ? bias[j] : 0.0f;
+                if (!cs)
+                    continue;
+                for (int t = 0; t < S; t++) {
+                    memcpy(q + t * qd, r + t * ld, sizeof(float) * qd);
+                    memcpy(k + t * kvd, r + t * ld + qd, sizeof(float) * kvd);
+                }
+                lmc_op_rope_apply(q, S, 4, 16, cs, sn);
+                lmc_op_rope_apply(k, S, 2, 16, cs, sn);
+                for (int t = 0; t < S; t++) {
+                    memcpy(r + t * ld, q + t * qd, sizeof(float) * qd);
+                    memcpy(r + t * ld + qd, k + t * kvd, sizeof(float) * kvd);
+                }
+            }
+            double e = rel_err(qkv, ref, (size_t)n * ld);
+            printf("qkv variant %d %s: rel err %.2e\n", variant, lmc_precision_name(PRECS[pi]),
+                   e);
+            ck_assert_msg(e <= tol_of(PRECS[pi]), "qkv variant %d %s: %g", variant,
+                          lmc_precision_name(PRECS[pi]), e);
+            free(qkv), free(bias), free(ref), free(q), free(k), free(cs), free(sn);
+        }
+    }
+}
+END_TEST
+
+START_TEST(test_attention)
+{
+    if (!gpu())
+        return;
+    rng_seed(3);
+    /* head_dims with and without a tensor-core kernel; S not a multiple of
+     * the 64-row tiles; two windows so the window offset is exercised */
+    struct { int nh, nkv, hd, S; } cases[] = {
+        {4, 2, 32, 100}, {4, 4, 64, 200}, {8, 2, 128, 77}, {2, 1, 96, 130}, {3, 1, 40, 50},
+        {2, 2, 64, 1}, {4, 1, 64, 1030}, {32, 4, 64, 300}, {16, 1, 32, 45}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        lmc_config c = attn_config(cases[ci].nh, cases[ci].nkv, cases[ci].hd);
+        int S = cases[ci].S, nwin = 2, n = S * nwin;
+        int qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
+        float *q = rnd((size_t)n * qd, 2.0, 0), *k = rnd((size_t)n * kvd, 2.0, 0),
+              *v = rnd((size_t)n * kvd, 1.0, 0);
+        float *ref = malloc(sizeof(float) * n * qd), *out = malloc(sizeof(float) * n * qd);
+        lmc_scratch *s = lmc_scratch_new(&c, S);
+        ck_assert_ptr_nonnull(s);
+        for (int w = 0; w < nwin; w++)
+            lmc_op_attention(&c, s, q + (size_t)w * S * qd, k + (size_t)w * S * kvd,
+                             v + (size_t)w * S * kvd, ref + (size_t)w * S * qd, S);
+        lmc_scratch_free(s);
+        for (int pi = 0; pi < 3; pi++)
+            for (int simt = 0; simt < 2; simt++) {
+                if (simt && PRECS[pi] == LMC_PREC_FP32)
+                    continue; /* fp32 always runs the SIMT kernel */
+                lmc_error err;
+                ck_assert_msg(lmc_cuda_test_attention(&c, q, k, v, out, nwin, S, simt, PRECS[pi],
+                                                      &err) == 0,
+                              "%s", err.msg);
+                double e = rel_err(out, ref, (size_t)n * qd);
+                printf("attention nh %d nkv %d hd %d S %d %s%s: rel err %.2e\n", c.n_heads,
+                       c.n_kv_heads, c.head_dim, S, lmc_precision_name(PRECS[pi]),
+                       simt ? " simt" : "", e);
+                ck_assert_msg(e <= tol_of(PRECS[pi]), "attention case %zu %s simt=%d: %g", ci,
+                              lmc_precision_name(PRECS[pi]), simt, e);
+            }
+        free(q), free(k), free(v), free(ref), free(out);
+    }
+}
+END_TEST
+
+START_TEST(test_act)
+{
+    if (!gpu())
+        return;
+    rng_seed(4);
+    int n = 5;
+    lmc_act acts[4] = {LMC_ACT_SILU, LMC_ACT_RELU, LMC_ACT_GELU_NEW, LMC_ACT_GELU};
+    for (int F = 300; F <= 304; F += 4) /* vector (16-byte) and scalar kernels */
+    for (int ai = 0; ai < 4; ai++)
+        for (int gated = 0; gated < 2; gated++)
+            for (int pi = 0; pi < 3; pi++) {
+                int w = gated ? 2 * F : F;
+                float *gu = rnd((size_t)n * w, 3.0, 0), *bias = rnd(w, 0.5, 0);
+                float *a = malloc(sizeof(float) * n * F), *ref = malloc(sizeof(float) * n * F),
+                      *u = malloc(sizeof(float) * n * F);
+                lmc_error err;
+                ck_assert_msg(lmc_cuda_test_act(acts[ai], gated, gu, bias, a, n, F, PRECS[pi],
+                                                &err) == 0,
+                              "%s", err.msg);
+                /* CPU as forward_cpu.c: act(g) * u, or act(u), biases first */
+                for (int t = 0; t < n; t++)
+                    for (int j = 0; j < F; j++) {
+                        if (gated) {
+                            ref[t * F + j] = gu[t * w + j] + bias[j];
+                            u[t * F + j] = gu[t * w + F + j] + bias[F + j];
+                        } else {
+                            ref[t * F + j] = gu[t * w + j] + bias[j];
+                        }
+                    }
+                if (gated && acts[ai] == LMC_ACT_SILU) {
+                    lmc_op_silu_mul(ref, u, (size_t)n * F);
+                } else {
+                    lmc_op_act(ref, (size_t)n * F, acts[ai]);
+                    if (gated)
+                        for (int i = 0; i < n * F; i++)
+                            ref[i] *= u[i];
+                }
+                double e = rel_err(a, ref, (size_t)n * F);
+                ck_assert_msg(e <= tol_of(PRECS[pi]), "act %d gated %d %s: %g", (int)acts[ai],
+                              gated, lmc_precision_name(PRECS[pi]), e);
+                free(gu), free(bias), free(a), free(ref), free(u);
+            }
+}
+END_TEST
+
+START_TEST(test_row_nll)
+{
+    if (!gpu())
+        return;
+    rng_seed(5);
+    int rows = 6, V = 32003;
+    float *l = rnd((size_t)rows * V, 6.0, 0);
+    l[3 * V + 17] = 40.0f; /* one dominant logit */
+    int32_t tg[6] = {0, V - 1, 12345, 17, -1, 999};
+    double nll[6];
+    lmc_error err;
+    ck_assert_msg(lmc_cuda_test_row_nll(l, rows, V, tg, nll, &err) == 0, "%s", err.msg);
+    for (int r = 0; r < rows; r++) {
+        double ref = tg[r] < 0 ? 0.0 : lmc_op_row_nll(l + (size_t)r * V, V, tg[r]);
+        ck_assert_msg(fabs(nll[r] - ref) <= 1e-5 * (1 + fabs(ref)), "row %d: %.9f vs %.9f", r,
+                      nll[r], ref);
+    }
+    free(l);
+}
+END_TEST
+
+/* ---- tiny random models in memory ---- */
+
+static void add_tensor(lmc_model *m, const char *name, int64_t rows, int64_t cols, double scale,
+                       double offset, int f16)
+{
+    lmc_tensor t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.name, sizeof t.name, "%s", name);
+    t.ndim = cols > 1 ? 2 : 1;
+    t.shape[0] = rows;
+    t.shape[1] = cols;
+    size_t n = (size_t)(rows * cols);
+    float *d = rnd(n, scale, offset);
+    if (f16 && t.ndim == 2) {
+        uint16_t *h = malloc(n * 2);
+        ck_assert_ptr_nonnull(h);
+        lmc_f32_to_f16_n(d, h, n);
+        free(d);
+        t.enc = lmc_enc_dense(LMC_ENC_F16);
+        t.nbytes = n * 2;
+        t.data = (const uint8_t *)h;
+        t.owned = h;
+    } else {
+        t.enc = lmc_enc_dense(LMC_ENC_F32);
+        t.nbytes = n * 4;
+        t.data = (const uint8_t *)d;
+        t.owned = d;
+    }
+    lmc_error err;
+    ck_assert_int_eq(lmc_model_set_tensor(m, &t, &err), 0);
+}
+
+typedef struct tiny_spec {
+    lmc_arch arch;
+    int hidden, nh, nkv, hd, ffn, vocab, layers;
+    int qkv_bias, tied, f16;
+} tiny_spec;
+
+static lmc_model *tiny_model(const tiny_spec *sp, uint64_t seed)
+{
+    rng_seed(seed);
+    lmc_model *m = calloc(1, sizeof *m);
+    ck_assert_ptr_nonnull(m);
+    lmc_config *c = &m->cfg;
+    c->arch = sp->arch;
+    c->vocab = sp->vocab;
+    c->hidden = sp->hidden;
+    c->n_layers = sp->layers;
+    c->n_heads = sp->nh;
+    c->n_kv_heads = sp->nkv;
+    c->head_dim = sp->hd;
+    c->ffn = sp->ffn;
+    c->max_pos = 160;
+    c->norm_eps = 1e-5;
+    c->bos_id = c->eos_id = -1;
+    c->tied = sp->tied;
+    if (sp->arch == LMC_ARCH_LLAMA) {
+        c->norm_is_rms = 1;
+        c->act = LMC_ACT_SILU;
+        c->rope_type = LMC_ROPE_DEFAULT;
+        c->rope_theta = 10000.0;
+        c->qkv_bias = sp->qkv_bias;
+    } else {
+        c->act = sp->arch == LMC_ARCH_OPT ? LMC_ACT_RELU : LMC_ACT_GELU_NEW;
+        c->pos_offset = sp->arch == LMC_ARCH_OPT ? 2 : 0;
+        c->qkv_bias = c->o_bias = c->mlp_bias = 1;
+    }
+    int H = c->hidden, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    add_tensor(m, "embed.weight", c->vocab, H, 1.0, 0, sp->f16);
+    if (c->arch != LMC_ARCH_LLAMA)
+        add_tensor(m, "pos_embed.weight", c->max_pos + c->pos_offset, H, 0.5, 0, sp->f16);
+    char n[64];
+    for (int l = 0; l < c->n_layers; l++) {
+        const char *norms[2] = {"attn_norm", "ffn_norm"};
+        for (int k = 0; k < 2; k++) {
+            snprintf(n, sizeof n, "blk.%d.%s.weight", l, norms[k]);
+            add_tensor(m, n, H, 1, 0.2, 1.0, 0);
+            if (!c->norm_is_rms) {
+                snprintf(n, sizeof n, "blk.%d.%s.bias", l, norms[k]);
+                add_tensor(m, n, H, 1, 0.1, 0, 0);
+            }
+        }
+        struct { const char *role; int out, in, bias; } lin[] = {
+            {"q", qd, H, c->qkv_bias}, {"k", kvd, H, c->qkv_bias}, {"v", kvd, H, c->qkv_bias},
+            {"o", H, qd, c->o_bias},   {"gate", c->ffn, H, c->mlp_bias},
+            {"up", c->ffn, H, c->mlp_bias}, {"down", H, c->ffn, c->mlp_bias}};
+        for (int k = 0; k < 7; k++) {
+            if (!strcmp(lin[k].role, "gate") && c->arch != LMC_ARCH_LLAMA)
+                continue;
+            snprintf(n, sizeof n, "blk.%d.%s.weight", l, lin[k].role);
+            double sc = (k < 2 ? 3.0 : 1.5) / sqrt((double)lin[k].in);
+            add_tensor(m, n, lin[k].out, lin[k].in, sc, 0, sp->f16);
+            if (lin[k].bias) {
+                snprintf(n, sizeof n, "blk.%d.%s.bias", l, lin[k].role);
+                add_tensor(m, n, lin[k].out, 1, 0.1, 0, 0);
+            }
+        }
+    }
+    add_tensor(m, "final_norm.weight", H, 1, 0.2, 1.0, 0);
+    if (!c->norm_is_rms)
+        add_tensor(m, "final_norm.bias", H, 1, 0.1, 0, 0);
+    if (!c->tied)
+        add_tensor(m, "head.weight", c->vocab, H, 1.0 / sqrt((double)H), 0, sp->f16);
+    return m;
+}
+
+static const tiny_spec TINY[] = {
+    {LMC_ARCH_LLAMA, 128, 4, 2, 32, 200, 300, 2, 0, 0, 0},
+    {LMC_ARCH_LLAMA, 256, 4, 1, 64, 160, 301, 2, 1, 1, 1}, /* qkv bias, tied, fp16 blobs */
+    {LMC_ARCH_OPT, 96, 3, 3, 32, 200, 257, 2, 0, 1, 0},
+    {LMC_ARCH_GPT2, 80, 2, 2, 40, 160, 259, 2, 0, 1, 1},  /* head_dim 40: SIMT kernel */
+};
+#define N_TINY (int)(sizeof TINY / sizeof TINY[0])
+
+START_TEST(test_block)
+{
+    if (!gpu())
+        return;
+    int ti = _i;
+    lmc_model *m = tiny_model(&TINY[ti], 10 + ti);
+    const lmc_config *c = &m->cfg;
+    lmc_error err;
+    lmc_weights *w;
+    ck_assert_msg(lmc_weights_prepare(m, &w, &err) == 0, "%s", err.msg);
+    int n = 150, H = c->hidden;
+    lmc_scratch *s = lmc_scratch_new(c, n);
+    for (int pi = 0; pi < 3; pi++) {
+        lmc_cuda_model *cm;
+        ck_assert_msg(lmc_cuda_model_new(m, PRECS[pi], 512, n, &cm, &err) == 0, "%s", err.msg);
+        for (int l = 0; l < c->n_layers; l++) {
+            rng_seed(100 + l);
+            float *x = rnd((size_t)n * H, 1.0, 0), *ref = malloc(sizeof(float) * n * H);
+            memcpy(ref, x, sizeof(float) * n * H);
+            ck_assert_msg(lmc_forward_block(w, l, &w->blocks[l], ref, n, s, NULL, NULL, &err) ==
+                              0,
+                          "%s", err.msg);
+            ck_assert_msg(lmc_cuda_forward_block(cm, l, x, n, &err) == 0, "%s", err.msg);
+            double e = rel_err(x, ref, (size_t)n * H);
+            printf("block %s #%d layer %d %s: rel err %.2e\n", lmc_arch_name(c->arch), ti, l,
+                   lmc_precision_name(PRECS[pi]), e);
+            /* the residual stays fp32; the branch outputs carry the rounding */
+            ck_assert_msg(e <= tol_of(PRECS[pi]), "block %d layer %d %s: %g", ti, l,
+                          lmc_precision_name(PRECS[pi]), e);
+            free(x), free(ref);
+        }
+        lmc_cuda_model_free(cm);
+    }
+    lmc_scratch_free(s);
+    lmc_weights_free(w);
+    lmc_model_free(m);
+}
+END_TEST
+
+/* Windows of a model: NLL per window and the logits of window 0, GPU in
+ * precision p against the CPU evaluator. Returns the worst relative NLL
+ * difference. */
+static double compare_windows(const lmc_model *m, const int32_t *ids, int nwin, int S,
+                              lmc_precision p, double tol)
+{
+    lmc_error err;
+    lmc_weights *w;
+    ck_assert_msg(lmc_weights_prepare(m, &w, &err) == 0, "%s", err.msg);
+    lmc_scratch *s = lmc_scratch_new(&m->cfg, S);
+    ck_assert_ptr_nonnull(s);
+    int V = m->cfg.vocab;
+    float *lc = malloc(sizeof(float) * S * V), *lg = malloc(sizeof(float) * S * V);
+    double *cpu = malloc(sizeof(double) * nwin), *gpu_nll = malloc(sizeof(double) * nwin);
+    for (int k = 0; k < nwin; k++)
+        ck_assert_msg(lmc_forward_window_nll(w, ids + (size_t)k * S, S, s, &cpu[k],
+                                             k == 0 ? lc : NULL, &err) == 0,
+                      "%s", err.msg);
+    lmc_cuda_model *cm;
+    ck_assert_msg(lmc_cuda_model_new(m, p, nwin * S, S, &cm, &err) == 0, "%s", err.msg);
+    ck_assert_msg(lmc_cuda_windows_nll(cm, ids, nwin, S, gpu_nll, &err) == 0, "%s", err.msg);
+    ck_assert_msg(lmc_cuda_forward_logits(cm, ids, S, lg, &err) == 0, "%s", err.msg);
+    double worst = 0;
+    for (int k = 0; k < nwin; k++) {
+        double d = fabs(gpu_nll[k] - cpu[k]) / fabs(cpu[k]);
+        worst = d > worst ? d : worst;
+    }
+    double le = rel_err(lg, lc, (size_t)S * V);
+    printf("  %s: %d windows of %d, worst window NLL rel diff %.2e, logits rel err %.2e\n",
+           lmc_precision_name(lmc_cuda_model_precision(cm)), nwin, S, worst, le);
+    ck_assert_msg(worst <= tol, "window NLL differs by %g (tolerance %g)", worst, tol);
+    ck_assert_msg(le <= (p == LMC_PREC_FP32 ? 1e-5 : p == LMC_PREC_BF16 ? 3e-2 : 5e-3),
+                  "logits differ: %g", le);
+    lmc_cuda_model_free(cm);
+    free(lc), free(lg), free(cpu), free(gpu_nll);
+    lmc_scratch_free(s);
+    lmc_weights_free(w);
+    return worst;
+}
+
+START_TEST(test_tiny_windows)
+{
+    if (!gpu())
+        return;
+    int ti = _i;
+    lmc_model *m = tiny_model(&TINY[ti], 20 + ti);
+    int S = 150, nwin = 3;
+    int32_t *ids = malloc(sizeof(int32_t) * S * nwin);
+    rng_seed(7);
+    for (int i = 0; i < S * nwin; i++)
+        ids[i] = (int32_t)((urand() + 1) * 0.5 * m->cfg.vocab) % m->cfg.vocab;
+    printf("tiny %s #%d:\n", lmc_arch_name(m->cfg.arch), ti);
+    compare_windows(m, ids, nwin, S, LMC_PREC_FP32, 1e-6);
+    compare_windows(m, ids, nwin, S, LMC_PREC_FP16, 5e-4);
+    compare_windows(m, ids, nwin, S, LMC_PREC_BF16, 5e-3);
+    free(ids);
+    lmc_model_free(m);
+}
+END_TEST
+
+/* ---- real models ---- */
+
+static int32_t *tokenize(const lmc_model *m, const char *text_path, int64_t *n)
+{
+    lmc_error err;
+    char *text;
+    size_t len;
+    ck_assert_msg(lmc_read_file(text_path, &text, &len, &err) == 0, "%s", err.msg);
+    ck_assert_ptr_nonnull(m->tokenizer_json);
+    lmc_tokenizer *tok;
+    ck_assert_msg(lmc_tokenizer_from_json(m->tokenizer_json, m->tokenizer_json_len, "model", &tok,
+                                          &err) == 0,
+                  "%s", err.msg);
+    int32_t *ids;
+    size_t cnt;
+    ck_assert_msg(lmc_tokenizer_encode(tok, text, len, 1, &ids, &cnt, &err) == 0, "%s", err.msg);
+    lmc_tokenizer_free(tok);
+    free(text);
+    *n = (int64_t)cnt;
+    return ids;
+}
+
+START_TEST(test_llama_xs)
+{
+    if (!gpu())
+        return;
+    lmc_model *m;
+    lmc_error err;
+    ck_assert_msg(lmc_model_load(lmc_test_data("llama-xs"), &m, &err) == 0, "%s", err.msg);
+    int64_t n;
+    int32_t *ids = tokenize(m, lmc_test_data("eval.txt"), &n);
+    int S = 256, nwin = 4;
+    ck_assert(n >= (int64_t)S * nwin);
+    printf("llama-xs:\n");
+    compare_windows(m, ids, nwin, S, LMC_PREC_FP32, 1e-6);
+    compare_windows(m, ids, nwin, S, LMC_PREC_AUTO, 5e-4);
+    compare_windows(m, ids, nwin, S, LMC_PREC_BF16, 5e-3);
+    free(ids);
+    lmc_model_free(m);
+}
+END_TEST
+
+static int64_t ppl_windows(void)
+{
+    const char *e = getenv("LMC_CUDA_PPL_WINDOWS");
+    return e && *e ? atoll(e) : 16;
+}
+
+/* Perplexity of m on ids: CPU evaluator, then the GPU in fp32, the default
+ * precision and bf16. */
+static void ppl_agreement(const char *label, const lmc_model *m, const int32_t *ids, int64_t n,
+                          int seqlen)
+{
+    lmc_error err;
+    lmc_ppl_opts o = {seqlen, ppl_windows(), label, NULL, NULL};
+    lmc_ppl_result rc, rg;
+    lmc_weights *w;
+    ck_assert_msg(lmc_weights_prepare(m, &w, &err) == 0, "%s", err.msg);
+    ck_assert_msg(lmc_perplexity(w, ids, n, &o, &rc, &err) == 0, "%s", err.msg);
+    lmc_weights_free(w);
+    printf("%s: cpu ppl %.6f (%lld windows, %.1f s, %.0f tokens/s)\n", label, rc.ppl,
+           (long long)rc.windows, rc.seconds, rc.tokens_per_second);
+    lmc_precision ps[3] = {LMC_PREC_FP32, LMC_PREC_AUTO, LMC_PREC_BF16};
+    double tols[3] = {1e-4, 3e-3, 3e-2};
+    for (int i = 0; i < 3; i++) {
+        lmc_cuda_model *cm;
+        ck_assert_msg(lmc_cuda_model_new(m, ps[i], 0, seqlen, &cm, &err) == 0, "%s", err.msg);
+        ck_assert_msg(lmc_cuda_perplexity(cm, ids, n, &o, &rg, &err) == 0, "%s", err.msg);
+        double d = (rg.ppl - rc.ppl) / rc.ppl;
+        printf("%s: cuda %s ppl %.6f (relative %+.2e, %.3f s, %.0f tokens/s)\n", label,
+               lmc_precision_name(lmc_cuda_model_precision(cm)), rg.ppl, d, rg.seconds,
+               rg.tokens_per_second);
+        ck_assert_int_eq(rg.windows, rc.windows);
+        ck_assert_int_eq(rg.scored, rc.scored);
+        ck_assert_msg(fabs(d) <= tols[i], "%s %s: ppl %.6f vs cpu %.6f", label,
+                      lmc_precision_name(lmc_cuda_model_precision(cm)), rg.ppl, rc.ppl);
+        lmc_cuda_model_free(cm);
+    }
+}
+
+static lmc_model *load_shared(const char *name, int32_t **ids, int64_t *n)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "models/%s", name);
+    const char *mp = lmc_test_shared_path(rel);
+    if (!mp)
+        return NULL;
+    char mpath[4096];
+    snprintf(mpath, sizeof mpath, "%s", mp);
+    snprintf(rel, sizeof rel, "reference/%s.eval.ids.i32", name);
+    lmc_error err;
+    ck_assert_msg(lmc_read_ids_i32(lmc_test_shared_path(rel), ids, n, &err) == 0, "%s", err.msg);
+    lmc_model *m;
+    ck_assert_msg(lmc_model_load(mpath, &m, &err) == 0, "%s", err.msg);
+    return m;
+}
+
+static const char *SHARED[] = {"llama-s", "opt-s", "gpt2-s"};
+
+START_TEST(test_shared_ppl)
+{
+    if (!gpu())
+        return;
+    int32_t *ids;
+    int64_t n;
+    lmc_model *m = load_shared(SHARED[_i], &ids, &n);
+    if (!m)
+        return;
+    ppl_agreement(SHARED[_i], m, ids, n, 1024);
+    free(ids);
+    lmc_model_free(m);
+}
+END_TEST
+
+/* llama-s with every block linear re-encoded in memory: RTN w4 g128 (qgroup,
+ * GPTQ's encoding), 50% magnitude (sparse) and 2:4 (N:M). */
+static void reencode(lmc_model *m, int kind)
+{
+    lmc_linear_desc ld[8];
+    int nl = lmc_block_linears(&m->cfg, ld);
+    lmc_error err;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int k = 0; k < nl; k++) {
+            lmc_tensor *t = lmc_model_block_tensor(m, l, ld[k].role, "weight");
+            ck_assert_ptr_nonnull(t);
+            float *w;
+            ck_assert_msg(lmc_tensor_to_f32(t, &w, &err) == 0, "%s", err.msg);
+            int64_t rows = t->shape[0], cols = t->shape[1];
+            if (kind == 0) {
+                lmc_qresult q;
+                ck_assert_msg(lmc_rtn_quantize(w, rows, cols, 4, 128, 0, &q, NULL, &err) == 0,
+                              "%s", err.msg);
+                ck_assert_msg(lmc_store_quantized(m, l, ld[k].role, &q, NULL, &err) == 0, "%s",
+                              err.msg);
+                lmc_qresult_free(&q);
+            } else {
+                lmc_prune_opts o;
+                lmc_prune_opts_default(&o);
+                if (kind == 1)
+                    o.sparsity = 0.5;
+                else
+                    o.n = 2, o.m = 4;
+                uint8_t *keep = malloc((size_t)(rows * cols));
+                ck_assert_msg(lmc_magnitude_mask(w, rows, cols, &o, keep, &err) == 0, "%s",
+                              err.msg);
+                lmc_tensor nt;
+                char name[64];
+                snprintf(name, sizeof name, "%s", t->name);
+                ck_assert_msg(lmc_prune_encode(name, w, rows, cols, keep, &o, &nt, &err) == 0,
+                              "%s", err.msg);
+                ck_assert_msg(lmc_model_set_tensor(m, &nt, &err) == 0, "%s", err.msg);
+                free(keep);
+            }
+            free(w);
+        }
+}
+
+START_TEST(test_encoded_ppl)
+{
+    if (!gpu())
+        return;
+    int32_t *ids;
+    int64_t n;
+    lmc_model *m = load_shared("llama-s", &ids, &n);
+    if (!m)
+        return;
+    const char *labels[3] = {"llama-s rtn w4 g128 (qgroup)", "llama-s magnitude 50% (sparse)",
+                             "llama-s magnitude 2:4 (nm)"};
+    reencode(m, _i);
+    lmc_tensor *t = lmc_model_block_tensor(m, 0, "q", "weight");
+    ck_assert_int_eq(t->enc.id, _i == 0 ? LMC_ENC_QGROUP : _i == 1 ? LMC_ENC_SPARSE : LMC_ENC_NM);
+    ppl_agreement(labels[_i], m, ids, n, 1024);
+    free(ids);
+    lmc_model_free(m);
+}
+END_TEST
+
+/* Load errors name the tensor, on the device as on the CPU. */
+START_TEST(test_load_errors)
+{
+    if (!gpu())
+        return;
+    lmc_error err;
+    lmc_cuda_model *cm;
+    /* a NaN in an fp16 blob */
+    lmc_model *m = tiny_model(&TINY[1], 30);
+    lmc_tensor *t = lmc_model_block_tensor(m, 1, "up", "weight");
+    ((uint16_t *)t->owned)[5 * t->shape[1] + 3] = 0x7e00;
+    ck_assert_int_eq(lmc_cuda_model_new(m, LMC_PREC_FP16, 256, 64, &cm, &err), -1);
+    ck_assert_msg(strstr(err.msg, "blk.1.up.weight") && strstr(err.msg, "NaN") &&
+                      strstr(err.msg, "[5, 3]"),
+                  "%s", err.msg);
+    lmc_model_free(m);
+    /* an fp32 weight beyond fp16's range: fine in fp32 and bf16, not fp16 */
+    m = tiny_model(&TINY[0], 31);
+    t = lmc_model_block_tensor(m, 0, "down", "weight");
+    ((float *)t->owned)[7] = 1e6f;
+    ck_assert_int_eq(lmc_cuda_model_new(m, LMC_PREC_FP16, 256, 64, &cm, &err), -1);
+    ck_assert_msg(strstr(err.msg, "blk.0.down.weight") && strstr(err.msg, "overflows fp16"), "%s",
+                  err.msg);
+    ck_assert_msg(lmc_cuda_model_new(m, LMC_PREC_BF16, 256, 64, &cm, &err) == 0, "%s", err.msg);
+    lmc_cuda_model_free(cm);
+    /* a missing tensor */
+    t = lmc_model_block_tensor(m, 1, "k", "weight");
+    snprintf(t->name, sizeof t->name, "blk.1.kk.weight");
+    ck_assert_int_eq(lmc_cuda_model_new(m, LMC_PREC_FP32, 256, 64, &cm, &err), -1);
+    ck_assert_msg(strstr(err.msg, "blk.1.k.weight is missing"), "%s", err.msg);
+    lmc_model_free(m);
+    /* windows: too many tokens, a bad id */
+    m = tiny_model(&TINY[2], 32);
+    ck_assert_msg(lmc_cuda_model_new(m, LMC_PREC_FP32, 200, 100, &cm, &err) == 0, "%s", err.msg);
+    int32_t ids[200] = {0};
+    double nll[2];
+    ck_assert_int_eq(lmc_cuda_windows_nll(cm, ids, 2, 101, nll, &err), -1);
+    ck_assert_int_eq(lmc_cuda_windows_nll(cm, ids, 1, 161, nll, &err), -1); /* > max_pos */
+    ck_assert_msg(strstr(err.msg, "learned positions"), "%s", err.msg);
+    ids[9] = m->cfg.vocab;
+    ck_assert_int_eq(lmc_cuda_windows_nll(cm, ids, 1, 100, nll, &err), -1);
+    ck_assert_msg(strstr(err.msg, "position 9"), "%s", err.msg);
+    lmc_cuda_model_free(cm);
+    lmc_model_free(m);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("cuda");
+    TCase *tc = tcase_create("kernels");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_unavailable_message);
+    tcase_add_test(tc, test_precision_names);
+    tcase_add_test(tc, test_norm);
+    tcase_add_test(tc, test_qkv_rope);
+    tcase_add_test(tc, test_attention);
+    tcase_add_test(tc, test_act);
+    tcase_add_test(tc, test_row_nll);
+    tcase_add_loop_test(tc, test_block, 0, N_TINY);
+    tcase_add_loop_test(tc, test_tiny_windows, 0, N_TINY);
+    tcase_add_test(tc, test_load_errors);
+    suite_add_tcase(s, tc);
+    TCase *tm = tcase_create("models");
+    tcase_set_timeout(tm, 1800);
+    tcase_add_test(tm, test_llama_xs);
+    tcase_add_loop_test(tm, test_shared_ppl, 0, 3);
+    tcase_add_loop_test(tm, test_encoded_ppl, 0, 3);
+    suite_add_tcase(s, tm);
+    return s;
+}
+
+int main(void)
+{
+    lmc_encodings_init();
+    return lmc_test_run(suite());
+}
