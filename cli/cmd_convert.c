@@ -62,10 +62,11 @@ static int convert_tensor(lmc_model *m, lmc_tensor *t, lmc_enc_id to, lmc_error 
             break;
         }
         if (isfinite(f[i]) && !isfinite(back)) {
+            lmc_fail(err, "tensor %s: value %g at index %zu does not fit in %s", t->name,
+                     (double)f[i], i, to == LMC_ENC_F16 ? "f16" : "bf16");
             free(f);
             free(out);
-            return lmc_fail(err, "tensor %s: value %g at index %zu does not fit in %s", t->name,
-                            (double)f[i], i, to == LMC_ENC_F16 ? "f16" : "bf16");
+            return -1;
         }
         memcpy(out + 2 * i, &h, 2);
     }

@@ -81,13 +81,15 @@ static int load_calib_text(const char *path, char **text, size_t *len, lmc_error
 {
     if (lmc_read_file(path, text, len, err))
         return -1;
-    if (*len == 0) {
+    const char *why = NULL;
+    if (*len == 0)
+        why = "calibration file is empty";
+    else if (memchr(*text, 0, *len))
+        why = "calibration file contains NUL bytes (binary, not text)";
+    if (why) {
         free(*text);
-        return lmc_fail(err, "%s: calibration file is empty", path);
-    }
-    if (memchr(*text, 0, *len)) {
-        free(*text);
-        return lmc_fail(err, "%s: calibration file contains NUL bytes (binary, not text)", path);
+        *text = NULL;
+        return lmc_fail(err, "%s: %s", path, why);
     }
     return 0;
 }
