@@ -45,6 +45,14 @@ static const char help[] =
     "                     positions cannot go beyond their table at all)\n"
     "  --json             one JSON object on stdout\n"
     "  -q                 no progress on stderr\n"
+    "  --expect-ppl X     regression check (CI): after printing the results, fail\n"
+    "                     (exit 1, one line on stderr) when ppl > X x (1 + T)\n"
+    "  --tolerance T      relative tolerance of --expect-ppl (default 0.01 = 1%)\n"
+    "  --two-sided        also fail when ppl < X x (1 - T): an unexpected\n"
+    "                     improvement usually means the evaluation itself changed\n"
+    "\n"
+    "Exit status: 0 success, 1 failure or a failed --expect-ppl check, 2 usage\n"
+    "error.\n"
     "\n"
     "Reported: ppl, tokens (in the text), windows, scored, seconds (forward only),\n"
     "tokens_per_second (windows x seqlen / seconds), params, bytes_fp16 (params x 2),\n"
@@ -243,6 +251,26 @@ static int bench_gemm_cuda(const lmc_model *m, int seqlen, lmc_precision prec, i
     return LMC_EXIT_OK;
 }
 
+/* --expect-ppl: 1 (and a message on stderr) when PPL is outside the
+ * tolerance; NaN fails too. */
+static int ppl_regressed(double ppl, double expect, double tol, int two_sided)
+{
+    if (!(ppl <= expect * (1 + tol))) {
+        fprintf(stderr, "lmc eval: perplexity regressed: %.4f > %.4f x (1 + %g)\n", ppl, expect,
+                tol);
+        return 1;
+    }
+    if (two_sided && ppl < expect * (1 - tol)) {
+        fprintf(stderr, "lmc eval: perplexity improved beyond the tolerance: %.4f < %.4f x (1 - "
+                        "%g) (update the expectation if this is intended)\n",
+                ppl, expect, tol);
+        return 1;
+    }
+    lmc_progress("eval: perplexity %.4f within %.4f x (1 %s %g)\n", ppl, expect,
+                 two_sided ? "+/-" : "+", tol);
+    return 0;
+}
+
 static void fmt_bytes(double b, char *buf, size_t n)
 {
     if (b >= 1e9)
@@ -259,6 +287,8 @@ int lmc_cmd_eval(int argc, char **argv)
     const char *model_path = NULL, *text_path = NULL, *ids_path = NULL;
     long seqlen = 0, max_windows = 0, threads = 0;
     int json = 0, force = 0, bench = 0, cuda = 0, prec_set = 0;
+    double expect_ppl = 0, tolerance = 0.01;
+    int tol_set = 0, two_sided = 0, regressed = 0;
     lmc_precision prec = LMC_PREC_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -299,6 +329,19 @@ int lmc_cmd_eval(int argc, char **argv)
             if (lmc_precision_parse(v, &prec) < 0)
                 return lmc_usage_error(cmd, "--precision: '%s' is not auto, fp32, fp16 or bf16", v);
             prec_set = 1;
+        } else if (lmc_is_opt(a, "--expect-ppl")) {
+            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
+                return LMC_EXIT_USAGE;
+            if (lmc_parse_double(v, 0, 1e300, &expect_ppl) < 0 || expect_ppl <= 0)
+                return lmc_usage_error(cmd, "--expect-ppl: '%s' is not a positive number", v);
+        } else if (lmc_is_opt(a, "--tolerance")) {
+            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
+                return LMC_EXIT_USAGE;
+            if (lmc_parse_double(v, 0, 1, &tolerance) < 0)
+                return lmc_usage_error(cmd, "--tolerance: '%s' is not a number in [0, 1]", v);
+            tol_set = 1;
+        } else if (!strcmp(a, "--two-sided")) {
+            two_sided = 1;
         } else if (!strcmp(a, "--json")) {
             json = 1;
         } else if (!strcmp(a, "--force")) {
@@ -321,6 +364,10 @@ int lmc_cmd_eval(int argc, char **argv)
         return lmc_usage_error(cmd, "--text FILE or --ids FILE is required");
     if (text_path && ids_path)
         return lmc_usage_error(cmd, "--text and --ids are exclusive");
+    if ((tol_set || two_sided) && expect_ppl == 0)
+        return lmc_usage_error(cmd, "--tolerance and --two-sided go with --expect-ppl X");
+    if (expect_ppl > 0 && bench)
+        return lmc_usage_error(cmd, "--expect-ppl checks a perplexity, not --bench-gemm");
     if (prec_set && !cuda)
         return lmc_usage_error(cmd, "--precision applies to --device cuda (the CPU evaluator "
                                     "computes in fp32)");
@@ -459,6 +506,8 @@ int lmc_cmd_eval(int argc, char **argv)
                fl.per_token, fl.per_token_dense, fl.avg_context);
     }
     rc = LMC_EXIT_OK;
+    if (expect_ppl > 0)
+        regressed = ppl_regressed(r.ppl, expect_ppl, tolerance, two_sided);
 out:
     if (rc == LMC_EXIT_FAIL)
         lmc_report(&err);
@@ -466,5 +515,5 @@ out:
     lmc_cuda_model_free(cm);
     lmc_weights_free(w);
     lmc_model_free(m);
-    return rc;
+    return regressed ? LMC_EXIT_FAIL : rc;
 }

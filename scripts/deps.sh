@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install the Debian packages lmc needs that are missing (apt-get as root),
 # or print the exact command to run.
-PKGS="build-essential pkg-config libopenblas-dev liblapacke-dev zlib1g-dev libcjson-dev check libpcre2-dev"
+PKGS="build-essential pkg-config python3 libopenblas-dev liblapacke-dev zlib1g-dev libcjson-dev check libpcre2-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
