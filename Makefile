@@ -86,6 +86,7 @@ cuda-check: $(B)/lmc $(B)/tests/test_cuda
 
 bench: $(B)/lmc
 	scripts/bench-eval
+	scripts/bench-gptq
 
 clean:
 	rm -rf build build-asan
