@@ -102,6 +102,12 @@ static int put_matrix(lmc_cuda_model *cm, const lmc_tensor *t, int which, int la
     if (!tr || !tr->to_f32)
         return lmc_fail(err, "tensor %s: encoding id %d is not supported by this build", t->name,
                         (int)t->enc.id);
+    /* Encodings whose CPU kernel is more than decode + GEMM (activation
+     * quantization) would silently compute something else here. A low-rank
+     * pair decodes to the same product, so it may go through. */
+    if (tr->kernel_prepare && t->enc.id != LMC_ENC_LOWRANK)
+        return lmc_fail(err, "tensor %s: encoding %s has no CUDA kernel yet (its activation "
+                        "quantization would be skipped); use --device cpu", t->name, tr->name);
     size_t n = (size_t)(t_rows(t) * t_cols(t));
     int src_type = t->enc.id == LMC_ENC_F16    ? LMC_CU_SRC_F16
                    : t->enc.id == LMC_ENC_BF16 ? LMC_CU_SRC_BF16
