@@ -4,7 +4,7 @@ CC      ?= cc
 NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 PKGS     = openblas lapacke libcjson libpcre2-8 zlib
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -Wall -Wextra -D_GNU_SOURCE -fopenmp -MMD -MP \
+override CFLAGS += -std=c11 -Wall -Wextra -D_GNU_SOURCE -fopenmp -MMD -MP \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lopenblas -llapacke -lcjson -lpcre2-8 -lz) -lm -fopenmp
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
@@ -27,7 +27,7 @@ ifneq ($(strip $(CU_SRC)),)
 ifneq ($(LMC_NO_CUDA),1)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CU_OBJ   = $(CU_SRC:%.cu=$(B)/%.cu.o)
-CFLAGS  += -DLMC_HAVE_CUDA
+override CFLAGS += -DLMC_HAVE_CUDA
 NVFLAGS ?= -O2 -std=c++17 -MMD -MP -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80 -Xcompiler -Wall,-Wextra
 LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
 endif
@@ -72,12 +72,18 @@ demo:
 check: $(B)/lmc $(TESTS)
 	@scripts/run-tests.sh $(TESTS)
 
+# The malformed-input tests (parsers of safetensors, config.json,
+# tokenizer.json and containers; CLI error paths) under AddressSanitizer and
+# UBSan, CPU-only.
+ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
+ASAN_TESTS = test_core test_safetensors test_hf_config test_checkpoint test_container \
+             test_tokenizer test_qgroup test_sparse
 asan-check:
-	$(MAKE) B=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
-	    LDFLAGS="-fsanitize=address,undefined" LMC_NO_CUDA=1 build-asan/lmc
-	$(MAKE) B=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
-	    LMC_NO_CUDA=1 LMC_TEST_FILTER=malformed build-asan/lmc $(TESTS:$(B)/%=build-asan/%)
-	LMC_BIN=build-asan/lmc scripts/run-tests.sh --asan $(TESTS:$(B)/%=build-asan/%)
+	$(MAKE) B=build-asan CFLAGS="$(ASAN_FLAGS)" LMC_NO_CUDA=1 build-asan/lmc \
+	    $(ASAN_TESTS:%=build-asan/tests/%)
+	ASAN_OPTIONS=detect_leaks=1 LMC_BIN=build-asan/lmc scripts/run-tests.sh \
+	    $(ASAN_TESTS:%=build-asan/tests/%) tests/cli/inspect_convert.sh tests/cli/eval.sh \
+	    tests/cli/tokenize.sh
 
 # GPU tests (on a machine with an NVIDIA GPU): every CUDA kernel against the
 # CPU path; prints SKIP and passes without a GPU.

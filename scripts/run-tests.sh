@@ -3,14 +3,17 @@
 # tests/cli/*.sh, then prints one summary line "N passed, N failed, N skipped".
 # A CLI test exits 0 (pass), 77 (skip, e.g. ../shared absent) or else (fail).
 set -u
-asan=0
-[ "${1:-}" = "--asan" ] && { asan=1; shift; }
+# Arguments: test binaries, and optionally tests/cli/*.sh scripts; without
+# any script argument every tests/cli/*.sh runs.
 export LMC_BIN="${LMC_BIN:-build/lmc}"
 # see lmc.c: OpenMP threads must not spin against OpenBLAS's
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 passed=0 failed=0 skipped=0
 failures=()
-for t in "$@"; do
+bins=() scripts=()
+for a in "$@"; do case $a in *.sh) scripts+=("$a") ;; *) bins+=("$a") ;; esac; done
+[ ${#scripts[@]} -eq 0 ] && scripts=(tests/cli/*.sh)
+for t in "${bins[@]}"; do
     out=$(CK_DEFAULT_TIMEOUT=${CK_DEFAULT_TIMEOUT:-600} "$t" 2>&1); rc=$?
     line=$(printf '%s\n' "$out" | grep -E '^[0-9]+%: Checks: ' | tail -1)
     printf '%s: %s\n' "$(basename "$t")" "${line:-exit $rc}"
@@ -26,8 +29,8 @@ for t in "$@"; do
         failures+=("$t"); printf '%s\n' "$out" | grep -vE '^(Running suite|[0-9]+%: Checks)' | head -40
     fi
 done
-if [ $asan = 0 ]; then
-    for t in tests/cli/*.sh; do
+if true; then
+    for t in "${scripts[@]}"; do
         [ -e "$t" ] || continue
         out=$(bash "$t" 2>&1); rc=$?
         case $rc in
