@@ -80,11 +80,9 @@ static const lmc_enc_traits bf16_traits = {
 extern const lmc_enc_traits lmc_enc_qgroup_traits;
 extern const lmc_enc_traits lmc_enc_sparse_traits;
 extern const lmc_enc_traits lmc_enc_nm_traits;
-/* Planned encodings whose modules do not exist yet: weak, so the table just
- * lacks them (a container using one is rejected as an unknown encoding). */
-extern const lmc_enc_traits lmc_enc_lowrank_traits __attribute__((weak));
-extern const lmc_enc_traits lmc_enc_int8_outlier_traits __attribute__((weak));
-extern const lmc_enc_traits lmc_enc_w8a8_traits __attribute__((weak));
+extern const lmc_enc_traits lmc_enc_lowrank_traits;
+extern const lmc_enc_traits lmc_enc_int8_outlier_traits;
+extern const lmc_enc_traits lmc_enc_w8a8_traits;
 
 void lmc_encodings_init(void)
 {
@@ -103,6 +101,13 @@ void lmc_encodings_init(void)
     lmc_enc_register(&lmc_enc_w8a8_traits);
 }
 
+/* Value encoding inside a sparse / N:M / low-rank tensor. */
+static const char *inner_name(const lmc_encoding *e)
+{
+    const lmc_enc_traits *t = lmc_enc_get((lmc_enc_id)e->inner);
+    return t ? t->name : "?";
+}
+
 void lmc_enc_describe(const lmc_encoding *e, char *buf, size_t n)
 {
     const lmc_enc_traits *t = lmc_enc_get(e->id);
@@ -116,8 +121,14 @@ void lmc_enc_describe(const lmc_encoding *e, char *buf, size_t n)
             snprintf(buf, n, "%s w%d per-row %s%s", name, e->bits, e->sym ? "sym" : "asym",
                      e->has_gidx ? " act-order" : "");
         break;
-    case LMC_ENC_NM: snprintf(buf, n, "%s %d:%d", name, e->n, e->m); break;
-    case LMC_ENC_LOWRANK: snprintf(buf, n, "%s r%d", name, e->rank); break;
+    case LMC_ENC_NM: snprintf(buf, n, "%s %d:%d %s", name, e->n, e->m, inner_name(e)); break;
+    case LMC_ENC_SPARSE:
+        snprintf(buf, n, "%s %s nnz %lld", name, inner_name(e), (long long)e->nnz);
+        break;
+    case LMC_ENC_LOWRANK: snprintf(buf, n, "%s r%d %s", name, e->rank, inner_name(e)); break;
+    case LMC_ENC_INT8_OUTLIER:
+        snprintf(buf, n, "%s + %d fp16 outlier columns", name, e->n_outlier);
+        break;
     default: snprintf(buf, n, "%s", name); break;
     }
 }

@@ -736,7 +736,7 @@ int lmc_forward_block(const lmc_weights *w, int layer, const lmc_block_w *bw, fl
     if (obs)
         obs(obs_ctx, layer, LMC_SITE_FFN_IN, s->xn, n, H);
     linear(&bw->up, s->xn, n, s->f2, 0);
-    if (bw->gate.w) {
+    if (bw->gate.w || bw->gate.kstate) {
         linear(&bw->gate, s->xn, n, s->f1, 0);
         act_par(s->f1, s->f2, n, F, c->act);
     } else {
