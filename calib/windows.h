@@ -14,11 +14,13 @@ typedef struct lmc_windows {
     char sha256[65];       /* of the calibration file's bytes */
 } lmc_windows;
 
-/* Sampling (documented in docs/PASSES.md): the whole text is tokenized once
- * with the model's default special tokens; window k starts at a position
- * drawn uniformly from [0, tokens - seqlen - 1] by a SplitMix64 generator
- * seeded with `seed`, as the GPTQ reference's random crops do. Windows may
- * overlap. Fails when the text has fewer than seqlen + 1 tokens. */
+/* Sampling (docs/DESIGN.md): the whole text is tokenized once with the
+ * model's default special tokens; window k starts at
+ * random.randint(0, tokens - seqlen - 1) of Python's generator after
+ * random.seed(seed) (MT19937, reimplemented here), exactly as the GPTQ,
+ * SparseGPT and Wanda references draw their calibration crops, so the same
+ * seed selects the same windows as they do. Windows may overlap. Fails when
+ * the text has fewer than seqlen + 1 tokens. */
 int lmc_windows_sample(const int32_t *ids, int64_t ntok, int nsamples, int seqlen, uint64_t seed,
                        lmc_windows *out, const char *source, lmc_error *err);
 void lmc_windows_free(lmc_windows *w);

@@ -59,7 +59,7 @@ grep -qF '"pass":"svd","args":{"method":"plain","keep":0.8,"dtype":"f16"}' "$tmp
     fail "plain provenance"
 "$LMC" inspect "$tmp/whiten.lmc" | grep -qF '"args":{"method":"whiten","keep":0.8,"dtype":"f16"},"source":"data/llama-xs","calibration":{' ||
     fail "whiten provenance"
-"$LMC" inspect "$tmp/f32.lmc" | grep -q "blk.0.k.weight .*lowrank r16 *12288 " ||
+"$LMC" inspect "$tmp/f32.lmc" | grep -q "blk.0.k.weight .*lowrank r16 f32 *12288 " ||
     fail "f32 factors: $("$LMC" inspect "$tmp/f32.lmc" | grep blk.0.k)"
 
 "$LMC" eval $XS $EV >"$tmp/fp16.eval" || fail "eval fp16"
