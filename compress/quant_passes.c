@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "rtn.h"
+#include "sparsegpt.h"
 
 static double now(void)
 {
@@ -47,26 +48,40 @@ int lmc_store_quantized(lmc_model *m, int layer, const char *role, const lmc_qre
 {
     lmc_tensor t;
     memset(&t, 0, sizeof t);
-    snprintf(t.name, sizeof t.name, "blk.%d.%s.weight", layer, role);
-    t.ndim = 2;
-    t.shape[0] = q->rows;
-    t.shape[1] = q->cols;
-    uint8_t *blob = NULL;
-    size_t nb = 0;
+    char name[64];
+    snprintf(name, sizeof name, "blk.%d.%s.weight", layer, role);
     if (mask) {
-        /* Quantized values under an existing prune mask: kept in the dense
-         * grouped layout, whose zero point decodes pruned weights to exactly
-         * 0. (A sparse layout with quantized inner values is specified in
-         * core/sparse.h but not implemented yet.) */
-        (void)mask;
+        /* Only the survivors are stored, so the zeros cost nothing and stay
+         * exactly zero; an N:M input keeps its N:M layout. */
+        size_t total = (size_t)q->rows * (size_t)q->cols;
+        uint8_t *keep = malloc(total ? total : 1);
+        if (!keep)
+            return lmc_fail(err, "%s: out of memory", name);
+        for (size_t i = 0; i < total; i++)
+            keep[i] = !mask[i];
+        const lmc_tensor *cur = lmc_model_find(m, name);
+        int n = 0, mm = 0;
+        if (cur && cur->enc.id == LMC_ENC_NM)
+            n = cur->enc.n, mm = cur->enc.m;
+        int rc = lmc_sparse_qtensor(name, q, keep, n, mm, &t, err);
+        free(keep);
+        if (rc)
+            return -1;
+    } else {
+        snprintf(t.name, sizeof t.name, "%s", name);
+        t.ndim = 2;
+        t.shape[0] = q->rows;
+        t.shape[1] = q->cols;
+        uint8_t *blob = NULL;
+        size_t nb = 0;
+        if (lmc_qresult_encode(q, &t.enc, &blob, &nb, err))
+            return lmc_fail_prefix(err, t.name);
+        t.data = blob;
+        t.nbytes = nb;
+        t.owned = blob;
     }
-    if (lmc_qresult_encode(q, &t.enc, &blob, &nb, err))
-        return lmc_fail_prefix(err, t.name);
-    t.data = blob;
-    t.nbytes = nb;
-    t.owned = blob;
     if (lmc_model_set_tensor(m, &t, err)) {
-        free(blob);
+        free(t.owned);
         return -1;
     }
     return 0;
@@ -143,14 +158,44 @@ static void on_warn(void *c, const char *msg)
     wc->ctx->warnings++;
 }
 
+int lmc_block_hinv_get(lmc_block_hinv *b, const lmc_pass_ctx *ctx, const char *role, lmc_site s,
+                       int64_t cols, const lmc_solver_opts *o, const lmc_hinv **hv,
+                       lmc_error *err)
+{
+    if (!b->have[s]) {
+        if (!ctx->stats)
+            return lmc_fail(err, "no calibration statistics for %s", lmc_site_name(s));
+        if (ctx->stats->site[s].dim != cols)
+            return lmc_fail(err, "blk.%d.%s.weight: %lld input columns, statistics have %lld",
+                            ctx->layer, role, (long long)cols,
+                            (long long)ctx->stats->site[s].dim);
+        double *H = lmc_site_hessian(&ctx->stats->site[s]);
+        if (!H)
+            return lmc_fail(err, "no calibration statistics for %s", lmc_site_name(s));
+        int rc = lmc_hinv_prepare(H, cols, o, &b->hv[s], err);
+        free(H);
+        if (rc)
+            return -1;
+        b->have[s] = 1;
+    }
+    *hv = &b->hv[s];
+    return 0;
+}
+
+void lmc_block_hinv_free(lmc_block_hinv *b)
+{
+    for (int s = 0; s < LMC_SITE_COUNT; s++)
+        if (b->have[s])
+            lmc_hinv_free(&b->hv[s]);
+    memset(b, 0, sizeof *b);
+}
+
 static int gptq_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
 {
     lmc_linear_desc lin[8];
     int nl = lmc_block_linears(&ctx->model->cfg, lin);
-    /* Linears reading the same input share H and its factorization. */
-    lmc_hinv hv[LMC_SITE_COUNT];
-    int have[LMC_SITE_COUNT] = {0};
-    memset(hv, 0, sizeof hv);
+    lmc_block_hinv bh;
+    memset(&bh, 0, sizeof bh);
     int rc = 0;
     for (int i = 0; i < nl && !rc; i++) {
         double t0 = now();
@@ -158,36 +203,18 @@ static int gptq_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
         warn_ctx wc = {ctx, lin[i].role};
         o.warn = on_warn;
         o.warn_ctx = &wc;
-        lmc_site s = lin[i].site;
         float *w = NULL;
         uint8_t *mask = NULL;
         int64_t rows, cols;
+        const lmc_hinv *hv = NULL;
         if (lmc_pass_load_linear(ctx, lin[i].role, &w, &rows, &cols, err)) {
             rc = -1;
             break;
         }
-        if (!have[s]) {
-            double *H = lmc_site_hessian(&ctx->stats->site[s]);
-            if (!H) {
-                free(w);
-                rc = lmc_fail(err, "no calibration statistics for %s", lmc_site_name(s));
-                break;
-            }
-            if (ctx->stats->site[s].dim != cols) {
-                free(H);
-                free(w);
-                rc = lmc_fail(err, "blk.%d.%s.weight: %lld input columns, statistics have %lld",
-                              ctx->layer, lin[i].role, (long long)cols,
-                              (long long)ctx->stats->site[s].dim);
-                break;
-            }
-            rc = lmc_hinv_prepare(H, cols, &o, &hv[s], err);
-            free(H);
-            if (rc) {
-                free(w);
-                break;
-            }
-            have[s] = 1;
+        if (lmc_block_hinv_get(&bh, ctx, lin[i].role, lin[i].site, cols, &o, &hv, err)) {
+            free(w);
+            rc = -1;
+            break;
         }
         lmc_tensor *t = lmc_model_block_tensor(ctx->model, ctx->layer, lin[i].role, "weight");
         rc = lmc_existing_prune_mask(t, w, &mask, err);
@@ -195,7 +222,7 @@ static int gptq_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
         lmc_solver_result r;
         memset(&r, 0, sizeof r);
         if (!rc)
-            rc = lmc_solver_run(&hv[s], w, rows, &o, &r, err);
+            rc = lmc_solver_run(hv, w, rows, &o, &r, err);
         if (!rc)
             rc = lmc_store_quantized(ctx->model, ctx->layer, lin[i].role, &r.q, mask, err);
         if (!rc)
@@ -204,9 +231,7 @@ static int gptq_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
         free(w);
         free(mask);
     }
-    for (int s = 0; s < LMC_SITE_COUNT; s++)
-        if (have[s])
-            lmc_hinv_free(&hv[s]);
+    lmc_block_hinv_free(&bh);
     return rc ? -1 : 0;
 }
 

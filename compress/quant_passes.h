@@ -23,8 +23,26 @@ void lmc_gptq_pass(lmc_pass *p, const lmc_solver_opts *o);
 int lmc_existing_prune_mask(const lmc_tensor *t, const float *w, uint8_t **mask,
                             lmc_error *err);
 
+/* The Hessian inverses of one block, one per input site, prepared on first
+ * use: linears reading the same input (q/k/v, gate/up) share H and its
+ * factorization. Zero-initialize, then free with lmc_block_hinv_free. */
+typedef struct lmc_block_hinv {
+    lmc_hinv hv[LMC_SITE_COUNT];
+    int have[LMC_SITE_COUNT];
+} lmc_block_hinv;
+
+/* The factor for blk.<ctx->layer>.<role> (cols inputs) reading site s,
+ * prepared from ctx->stats with o's damping and act-order. */
+int lmc_block_hinv_get(lmc_block_hinv *b, const lmc_pass_ctx *ctx, const char *role, lmc_site s,
+                       int64_t cols, const lmc_solver_opts *o, const lmc_hinv **hv,
+                       lmc_error *err);
+void lmc_block_hinv_free(lmc_block_hinv *b);
+
 /* Encode a quantization result as the tensor blk.<layer>.<role>.weight of
- * m, keeping a prune mask (SPARSE inner QGROUP) when mask is not NULL. */
+ * m. With a prune mask (1 = pruned) only the kept values are stored: N:M
+ * inner QGROUP when the tensor it replaces is N:M (and q's groups fit that
+ * layout, core/sparse.h), else SPARSE inner QGROUP; pruned weights decode to
+ * exactly 0 whatever their codes in q. */
 int lmc_store_quantized(lmc_model *m, int layer, const char *role, const lmc_qresult *q,
                         const uint8_t *mask, lmc_error *err);
 

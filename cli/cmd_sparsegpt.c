@@ -1,0 +1,142 @@
+/* lmc sparsegpt: SparseGPT pruning (unstructured or N:M) with the GPTQ
+ * error-feedback solver, optionally quantizing the kept weights jointly.
+ * Pruning options are parsed and checked by compress/prune.c, the rest by
+ * compress/sparsegpt.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "../compress/sparsegpt.h"
+#include "cli.h"
+#include "pass_cli.h"
+
+static const char help[] =
+    "usage: lmc sparsegpt MODEL -o OUT.lmc (--sparsity P | --nm N:M) [options]\n"
+    "\n"
+    "SparseGPT (Frantar & Alistarh 2023) on every block linear (q k v o gate\n"
+    "up down), blocks calibrated in sequence on the already pruned model:\n"
+    "columns are decided one at a time, pruned by w^2 / [H^-1]_jj^2, and each\n"
+    "column's error is pushed onto the columns not yet decided through the\n"
+    "inverse Hessian of the calibration inputs (the GPTQ solver). GPT-2's q, k, v\n"
+    "(one c_attn matrix in the checkpoint) are pruned as one matrix, as the\n"
+    "reference does. Embeddings, norms and the LM head stay as they are.\n"
+    "\n"
+    "  --sparsity P        unstructured: in every block of columns, prune the\n"
+    "                      int(rows*block*P) lowest scores (0 < P < 1); stored\n"
+    "                      as a bitmask + kept values\n"
+    "  --nm N:M            semi-structured: keep N of every M consecutive inputs\n"
+    "                      of each row (2:4, 4:8; M <= 64 must divide every\n"
+    "                      input width and the block size)\n"
+    "  --inner f16|f32     encoding of the kept values without --bits (default f16)\n"
+    "  --bits B            quantize the kept weights jointly, 2..8 bits; stored as\n"
+    "                      sparse/N:M with grouped-integer values\n"
+    "  --group G           with --bits: input columns per scale/zero, -1 = one per\n"
+    "                      row (default -1, as the SparseGPT reference)\n"
+    "  --sym               with --bits: symmetric grid\n"
+    "  --damp F            damping, fraction of mean diag(H) (default 0.01); raised\n"
+    "                      x10 with a warning while H is not positive definite\n"
+    "  --block N           columns per lazy-update block (default 128)\n";
+
+/* 1 consumed, 0 not ours, -1 usage error printed. */
+static int sgpt_opt(const char *cmd, lmc_sparsegpt_opts *o, int argc, char **argv, int *i,
+                    int *inner_set, int *quant_set)
+{
+    const char *a = argv[*i], *v;
+    lmc_error err = {{0}};
+    long x;
+    int rc = 0;
+    if (lmc_is_opt(a, "--sparsity")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        rc = lmc_prune_parse_sparsity(v, &o->prune.sparsity, &err);
+    } else if (lmc_is_opt(a, "--nm")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        rc = lmc_prune_parse_nm(v, &o->prune.n, &o->prune.m, &err);
+    } else if (lmc_is_opt(a, "--inner")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        rc = lmc_prune_parse_inner(v, &o->prune.inner, &err);
+        *inner_set = 1;
+    } else if (lmc_is_opt(a, "--bits")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_int(v, 2, 8, &x))
+            return lmc_usage_error(cmd, "--bits %s: must be an integer from 2 to 8", v), -1;
+        o->solver.bits = (int)x;
+    } else if (lmc_is_opt(a, "--group")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_int(v, -1, 1 << 30, &x) || x == 0)
+            return lmc_usage_error(cmd, "--group %s: must be -1 or a positive integer", v), -1;
+        o->solver.group = (int)x;
+        *quant_set = 1;
+    } else if (!strcmp(a, "--sym")) {
+        o->solver.sym = 1;
+        *quant_set = 1;
+    } else if (lmc_is_opt(a, "--damp")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_double(v, 0.0, 1e6, &o->solver.percdamp) || o->solver.percdamp <= 0)
+            return lmc_usage_error(cmd, "--damp %s: must be a positive number", v), -1;
+    } else if (lmc_is_opt(a, "--block")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_int(v, 1, 1 << 20, &x))
+            return lmc_usage_error(cmd, "--block %s: must be a positive integer", v), -1;
+        o->solver.blocksize = (int)x;
+    } else {
+        return 0;
+    }
+    if (rc) {
+        lmc_usage_error(cmd, "%s", err.msg);
+        return -1;
+    }
+    return 1;
+}
+
+int lmc_cmd_sparsegpt(int argc, char **argv)
+{
+    const char *cmd = "sparsegpt";
+    lmc_pass_cli c;
+    lmc_pass_cli_init(&c, cmd);
+    lmc_sparsegpt_opts o;
+    lmc_sparsegpt_opts_default(&o);
+    lmc_error err = {{0}};
+    int inner_set = 0, quant_set = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("%s%s", help, lmc_pass_cli_common_help);
+            cJSON_Delete(c.args);
+            return LMC_EXIT_OK;
+        }
+        int r = sgpt_opt(cmd, &o, argc, argv, &i, &inner_set, &quant_set);
+        if (r == 0)
+            r = lmc_pass_cli_opt(&c, argc, argv, &i);
+        if (r == 0)
+            lmc_usage_error(cmd, "unknown option '%s' (see 'lmc %s --help')", argv[i], cmd);
+        if (r <= 0) {
+            cJSON_Delete(c.args);
+            return LMC_EXIT_USAGE;
+        }
+    }
+    const char *bad = NULL;
+    if (quant_set && !o.solver.bits)
+        bad = "--group and --sym need --bits";
+    else if (inner_set && o.solver.bits)
+        bad = "--inner applies to unquantized values; with --bits the kept values are integers";
+    lmc_pass p;
+    if (bad || lmc_sparsegpt_pass(&p, &o, &err)) {
+        cJSON_Delete(c.args);
+        return lmc_usage_error(cmd, "%s", bad ? bad : err.msg);
+    }
+    lmc_prune_opts_to_json(&o.prune, c.args);
+    if (o.solver.bits) {
+        cJSON_DeleteItemFromObject(c.args, "inner");
+        cJSON_AddNumberToObject(c.args, "bits", o.solver.bits);
+        cJSON_AddNumberToObject(c.args, "group", o.solver.group);
+        cJSON_AddBoolToObject(c.args, "sym", o.solver.sym);
+    }
+    cJSON_AddNumberToObject(c.args, "damp", o.solver.percdamp);
+    cJSON_AddNumberToObject(c.args, "block", o.solver.blocksize);
+    return lmc_pass_cli_run(&c, &p);
+}
