@@ -1,0 +1,120 @@
+/* lmc awq: activation-aware weight quantization (compress/awq.h). */
+#include <stdio.h>
+#include <string.h>
+
+#include "../compress/awq.h"
+#include "cli.h"
+#include "pass_cli.h"
+
+static const char help[] =
+    "usage: lmc awq MODEL -o OUT.lmc [--bits B] [--group G] [--grid N] [--no-clip] [--sym]\n"
+    "\n"
+    "AWQ (Lin et al.): per group of linears sharing an input (attn_norm -> q k v,\n"
+    "v -> o without GQA, ffn_norm -> gate up, up -> down for gated/ReLU FFNs)\n"
+    "search s = mean|x|^r, r = 0, 1/N, ..., minimizing the error of the block's\n"
+    "attention / MLP / linear output when the weights are quantized as\n"
+    "Q(W diag(s)) diag(s)^-1; fold s into the preceding norm or linear; then\n"
+    "search a clipping range per row and group (all linears but q, k); then\n"
+    "round to nearest with AWQ's min/max quantizer. The output is a plain\n"
+    "grouped-integer model, the encoding lmc gptq writes.\n"
+    "\n"
+    "  --bits B            2..8 (default 4)\n"
+    "  --group G           input columns per scale/zero, -1 = one per row (default 128)\n"
+    "  --sym               symmetric grid (AWQ's zero_point=False)\n"
+    "  --grid N            scale ratios searched (default 20)\n"
+    "  --no-clip           no clipping search\n"
+    "  --no-scale          no scale search (with --no-clip: plain RTN with AWQ's quantizer)\n"
+    "  --scale-only        fold the scales and clip, keep fp16 weights: input for\n"
+    "                      'lmc gptq' (AWQ + GPTQ)\n"
+    "  --sequential        round each block before calibrating the next (default:\n"
+    "                      later blocks see unrounded outputs, as llm-awq)\n"
+    "  --search-tokens N   calibration tokens the searches run on (default 65536;\n"
+    "                      whole windows, at least one)\n"
+    "Calibration default here: 128 windows of 512 tokens, as llm-awq.\n";
+
+int lmc_cmd_awq(int argc, char **argv)
+{
+    const char *cmd = "awq";
+    lmc_pass_cli c;
+    lmc_pass_cli_init(&c, cmd);
+    c.seqlen = 512; /* llm-awq: 128 samples x 512 tokens */
+    lmc_awq_opts o;
+    lmc_awq_opts_default(&o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        long x;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            printf("%s%s", help, lmc_pass_cli_common_help);
+            cJSON_Delete(c.args);
+            return LMC_EXIT_OK;
+        }
+        if (lmc_is_opt(a, "--bits")) {
+            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
+                goto usage;
+            if (lmc_parse_int(v, 2, 8, &x)) {
+                lmc_usage_error(cmd, "--bits %s: must be an integer from 2 to 8", v);
+                goto usage;
+            }
+            o.bits = (int)x;
+        } else if (lmc_is_opt(a, "--group")) {
+            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
+                goto usage;
+            if (lmc_parse_int(v, -1, 1 << 30, &x) || x == 0) {
+                lmc_usage_error(cmd, "--group %s: must be -1 or a positive integer", v);
+                goto usage;
+            }
+            o.group = (int)x;
+        } else if (lmc_is_opt(a, "--grid")) {
+            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
+                goto usage;
+            if (lmc_parse_int(v, 1, 1000, &x)) {
+                lmc_usage_error(cmd, "--grid %s: must be an integer from 1 to 1000", v);
+                goto usage;
+            }
+            o.grid = (int)x;
+        } else if (lmc_is_opt(a, "--search-tokens")) {
+            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
+                goto usage;
+            if (lmc_parse_int(v, 1, 1L << 40, &x)) {
+                lmc_usage_error(cmd, "--search-tokens %s: must be a positive integer", v);
+                goto usage;
+            }
+            o.search_tokens = x;
+        } else if (!strcmp(a, "--sym")) {
+            o.sym = 1;
+        } else if (!strcmp(a, "--no-clip")) {
+            o.clip = 0;
+        } else if (!strcmp(a, "--no-scale")) {
+            o.scale = 0;
+        } else if (!strcmp(a, "--scale-only")) {
+            o.scale_only = 1;
+        } else if (!strcmp(a, "--sequential")) {
+            o.sequential = 1;
+        } else {
+            int r = lmc_pass_cli_opt(&c, argc, argv, &i);
+            if (r == 0)
+                lmc_usage_error(cmd, "unknown option '%s' (see 'lmc %s --help')", a, cmd);
+            if (r <= 0)
+                goto usage;
+        }
+    }
+    if (o.scale_only && !o.scale && !o.clip) {
+        lmc_usage_error(cmd, "--scale-only with --no-scale and --no-clip leaves nothing to do");
+        goto usage;
+    }
+    cJSON_AddNumberToObject(c.args, "bits", o.bits);
+    cJSON_AddNumberToObject(c.args, "group", o.group);
+    cJSON_AddBoolToObject(c.args, "sym", o.sym);
+    cJSON_AddNumberToObject(c.args, "grid", o.grid);
+    cJSON_AddBoolToObject(c.args, "scale", o.scale);
+    cJSON_AddBoolToObject(c.args, "clip", o.clip);
+    cJSON_AddBoolToObject(c.args, "scale_only", o.scale_only);
+    cJSON_AddBoolToObject(c.args, "sequential", o.sequential);
+    cJSON_AddNumberToObject(c.args, "search_tokens", (double)o.search_tokens);
+    lmc_pass p;
+    lmc_awq_pass(&p, &o);
+    return lmc_pass_cli_run(&c, &p);
+usage:
+    cJSON_Delete(c.args);
+    return LMC_EXIT_USAGE;
+}
