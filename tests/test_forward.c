@@ -13,18 +13,13 @@
 #include "../eval/forward_ops.h"
 #include "../eval/weights.h"
 #include "testutil.h"
+#include "tinymodel.h"
 
 /* ---- random numbers ---- */
 
-static uint64_t rng_state = 88172645463325252ull;
-static void rng_seed(uint64_t s) { rng_state = s * 2654435761ull + 1; }
-static double urand(void) /* [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 4503599627370496.0 - 1.0;
-}
+/* the shared generator of tests/tinymodel.c */
+#define rng_seed lmc_test_rng_seed
+#define urand lmc_test_urand
 static void fill(float *x, size_t n, double scale, double offset)
 {
     for (size_t i = 0; i < n; i++)
@@ -33,108 +28,8 @@ static void fill(float *x, size_t n, double scale, double offset)
 
 /* ---- tiny models in memory ---- */
 
-static void add_f32(lmc_model *m, const char *name, int64_t rows, int64_t cols, double scale,
-                    double offset)
-{
-    lmc_tensor t;
-    memset(&t, 0, sizeof t);
-    snprintf(t.name, sizeof t.name, "%s", name);
-    t.ndim = cols > 1 ? 2 : 1;
-    t.shape[0] = rows;
-    t.shape[1] = cols;
-    t.enc = lmc_enc_dense(LMC_ENC_F32);
-    t.nbytes = (size_t)(rows * cols) * 4;
-    float *d = malloc(t.nbytes);
-    ck_assert_ptr_nonnull(d);
-    fill(d, (size_t)(rows * cols), scale, offset);
-    t.data = (const uint8_t *)d;
-    t.owned = d;
-    lmc_error err;
-    ck_assert_int_eq(lmc_model_set_tensor(m, &t, &err), 0);
-}
 
-static lmc_config tiny_config(lmc_arch arch, int hidden, int nh, int nkv, int hd, int ffn,
-                              int vocab, int layers)
-{
-    lmc_config c;
-    memset(&c, 0, sizeof c);
-    c.arch = arch;
-    c.vocab = vocab;
-    c.hidden = hidden;
-    c.n_layers = layers;
-    c.n_heads = nh;
-    c.n_kv_heads = nkv;
-    c.head_dim = hd;
-    c.ffn = ffn;
-    c.max_pos = 64;
-    c.norm_eps = 1e-5;
-    c.bos_id = c.eos_id = -1;
-    if (arch == LMC_ARCH_LLAMA) {
-        snprintf(c.model_type, sizeof c.model_type, "llama");
-        c.norm_is_rms = 1;
-        c.act = LMC_ACT_SILU;
-        c.rope_type = LMC_ROPE_DEFAULT;
-        c.rope_theta = 10000.0;
-    } else if (arch == LMC_ARCH_OPT) {
-        snprintf(c.model_type, sizeof c.model_type, "opt");
-        c.pos_offset = 2;
-        c.act = LMC_ACT_RELU;
-        c.qkv_bias = c.o_bias = c.mlp_bias = 1;
-        c.tied = 1;
-    } else {
-        snprintf(c.model_type, sizeof c.model_type, "gpt2");
-        c.act = LMC_ACT_GELU_NEW;
-        c.qkv_bias = c.o_bias = c.mlp_bias = 1;
-        c.tied = 1;
-    }
-    return c;
-}
 
-static lmc_model *tiny_model(const lmc_config *c, uint64_t seed)
-{
-    rng_seed(seed);
-    lmc_model *m = calloc(1, sizeof *m);
-    ck_assert_ptr_nonnull(m);
-    m->cfg = *c;
-    int H = c->hidden, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
-    add_f32(m, "embed.weight", c->vocab, H, 1.0, 0);
-    if (c->arch != LMC_ARCH_LLAMA)
-        add_f32(m, "pos_embed.weight", c->max_pos + c->pos_offset, H, 0.5, 0);
-    char n[64];
-    for (int l = 0; l < c->n_layers; l++) {
-        const char *norms[2] = {"attn_norm", "ffn_norm"};
-        for (int k = 0; k < 2; k++) {
-            snprintf(n, sizeof n, "blk.%d.%s.weight", l, norms[k]);
-            add_f32(m, n, H, 1, 0.2, 1.0);
-            if (!c->norm_is_rms) {
-                snprintf(n, sizeof n, "blk.%d.%s.bias", l, norms[k]);
-                add_f32(m, n, H, 1, 0.1, 0);
-            }
-        }
-        struct { const char *role; int out, in, bias; } lin[] = {
-            {"q", qd, H, c->qkv_bias}, {"k", kvd, H, c->qkv_bias}, {"v", kvd, H, c->qkv_bias},
-            {"o", H, qd, c->o_bias},   {"gate", c->ffn, H, c->mlp_bias},
-            {"up", c->ffn, H, c->mlp_bias}, {"down", H, c->ffn, c->mlp_bias}};
-        for (int k = 0; k < 7; k++) {
-            if (!strcmp(lin[k].role, "gate") && c->arch != LMC_ARCH_LLAMA)
-                continue;
-            snprintf(n, sizeof n, "blk.%d.%s.weight", l, lin[k].role);
-            /* q and k larger than usual so that attention is far from uniform */
-            double sc = (k < 2 ? 3.0 : 1.5) / sqrt((double)lin[k].in);
-            add_f32(m, n, lin[k].out, lin[k].in, sc, 0);
-            if (lin[k].bias) {
-                snprintf(n, sizeof n, "blk.%d.%s.bias", l, lin[k].role);
-                add_f32(m, n, lin[k].out, 1, 0.1, 0);
-            }
-        }
-    }
-    add_f32(m, "final_norm.weight", H, 1, 0.2, 1.0);
-    if (!c->norm_is_rms)
-        add_f32(m, "final_norm.bias", H, 1, 0.1, 0);
-    if (!c->tied)
-        add_f32(m, "head.weight", c->vocab, H, 1.0 / sqrt((double)H), 0);
-    return m;
-}
 
 static const float *tf(const lmc_model *m, const char *name)
 {
@@ -440,7 +335,7 @@ END_TEST
 
 START_TEST(rope_default_linear_llama3)
 {
-    lmc_config c = tiny_config(LMC_ARCH_LLAMA, 64, 2, 1, 32, 64, 16, 1);
+    lmc_config c = lmc_tiny_config(LMC_ARCH_LLAMA, 64, 2, 1, 32, 64, 16, 1);
     lmc_rope_type types[3] = {LMC_ROPE_DEFAULT, LMC_ROPE_LINEAR, LMC_ROPE_LLAMA3};
     for (int k = 0; k < 3; k++) {
         c.rope_type = types[k];
@@ -490,7 +385,7 @@ START_TEST(attention_gqa_causal)
     int shapes[][4] = {{4, 2, 16, 37}, {8, 2, 32, 70}, {2, 2, 6, 33}, {3, 1, 16, 1}, {4, 4, 16, 96}};
     for (int s = 0; s < 5; s++) {
         int nh = shapes[s][0], nkv = shapes[s][1], hd = shapes[s][2], n = shapes[s][3];
-        lmc_config c = tiny_config(LMC_ARCH_OPT, 32, nh, nkv, hd, 32, 16, 1);
+        lmc_config c = lmc_tiny_config(LMC_ARCH_OPT, 32, nh, nkv, hd, 32, 16, 1);
         lmc_scratch *sc = lmc_scratch_new(&c, n + 5);
         ck_assert_ptr_nonnull(sc);
         int qd = nh * hd, kvd = nkv * hd;
@@ -533,7 +428,7 @@ END_TEST
 
 static void check_model(const lmc_config *c, int n, uint64_t seed, const char *what)
 {
-    lmc_model *m = tiny_model(c, seed);
+    lmc_model *m = lmc_tiny_model(c, seed, NULL);
     lmc_weights *w;
     lmc_error err;
     ck_assert_msg(lmc_weights_prepare(m, &w, &err) == 0, "%s", err.msg);
@@ -588,7 +483,7 @@ static void check_model(const lmc_config *c, int n, uint64_t seed, const char *w
 
 START_TEST(llama_gqa_matches_reference)
 {
-    lmc_config c = tiny_config(LMC_ARCH_LLAMA, 64, 4, 2, 16, 96, 97, 2);
+    lmc_config c = lmc_tiny_config(LMC_ARCH_LLAMA, 64, 4, 2, 16, 96, 97, 2);
     check_model(&c, 45, 21, "llama");
     c.qkv_bias = 1; /* qwen2 style */
     c.o_bias = 1;
@@ -599,7 +494,7 @@ END_TEST
 
 START_TEST(llama3_rope_model_matches_reference)
 {
-    lmc_config c = tiny_config(LMC_ARCH_LLAMA, 64, 2, 1, 32, 80, 61, 2);
+    lmc_config c = lmc_tiny_config(LMC_ARCH_LLAMA, 64, 2, 1, 32, 80, 61, 2);
     c.rope_type = LMC_ROPE_LLAMA3;
     c.rope_theta = 500000.0;
     c.rope_factor = 8.0;
@@ -612,14 +507,14 @@ END_TEST
 
 START_TEST(opt_matches_reference)
 {
-    lmc_config c = tiny_config(LMC_ARCH_OPT, 48, 4, 4, 12, 64, 53, 2);
+    lmc_config c = lmc_tiny_config(LMC_ARCH_OPT, 48, 4, 4, 12, 64, 53, 2);
     check_model(&c, 64, 24, "opt"); /* all positions, offset 2 */
 }
 END_TEST
 
 START_TEST(gpt2_matches_reference)
 {
-    lmc_config c = tiny_config(LMC_ARCH_GPT2, 64, 4, 4, 16, 128, 71, 2);
+    lmc_config c = lmc_tiny_config(LMC_ARCH_GPT2, 64, 4, 4, 16, 128, 71, 2);
     check_model(&c, 40, 25, "gpt2");
     c.act = LMC_ACT_GELU;
     check_model(&c, 17, 26, "gpt2 erf gelu");
@@ -648,8 +543,8 @@ static void observe(void *ctx, int layer, lmc_site site, const float *x, int64_t
 
 START_TEST(observer_sees_every_site)
 {
-    lmc_config c = tiny_config(LMC_ARCH_OPT, 32, 2, 2, 16, 48, 30, 2);
-    lmc_model *m = tiny_model(&c, 5);
+    lmc_config c = lmc_tiny_config(LMC_ARCH_OPT, 32, 2, 2, 16, 48, 30, 2);
+    lmc_model *m = lmc_tiny_model(&c, 5, NULL);
     lmc_weights *w;
     lmc_error err;
     ck_assert_int_eq(lmc_weights_prepare(m, &w, &err), 0);
@@ -683,9 +578,9 @@ END_TEST
 
 START_TEST(threads_do_not_change_the_result)
 {
-    lmc_config c = tiny_config(LMC_ARCH_LLAMA, 128, 4, 2, 32, 256, 500, 2);
+    lmc_config c = lmc_tiny_config(LMC_ARCH_LLAMA, 128, 4, 2, 32, 256, 500, 2);
     c.max_pos = 256;
-    lmc_model *m = tiny_model(&c, 7);
+    lmc_model *m = lmc_tiny_model(&c, 7, NULL);
     lmc_weights *w;
     lmc_error err;
     ck_assert_int_eq(lmc_weights_prepare(m, &w, &err), 0);
@@ -731,8 +626,8 @@ static void set_enc(lmc_model *m, const char *name, lmc_enc_id id)
 
 START_TEST(weights_decode_encodings)
 {
-    lmc_config c = tiny_config(LMC_ARCH_LLAMA, 32, 2, 1, 16, 48, 20, 1);
-    lmc_model *m = tiny_model(&c, 9);
+    lmc_config c = lmc_tiny_config(LMC_ARCH_LLAMA, 32, 2, 1, 16, 48, 20, 1);
+    lmc_model *m = lmc_tiny_model(&c, 9, NULL);
     set_enc(m, "blk.0.q.weight", LMC_ENC_F16);
     set_enc(m, "blk.0.up.weight", LMC_ENC_BF16);
     lmc_weights *w;
@@ -768,8 +663,8 @@ END_TEST
 
 START_TEST(weights_unaligned_f32_is_copied)
 {
-    lmc_config c = tiny_config(LMC_ARCH_LLAMA, 32, 2, 1, 16, 48, 20, 1);
-    lmc_model *m = tiny_model(&c, 9);
+    lmc_config c = lmc_tiny_config(LMC_ARCH_LLAMA, 32, 2, 1, 16, 48, 20, 1);
+    lmc_model *m = lmc_tiny_model(&c, 9, NULL);
     lmc_tensor *t = lmc_model_find(m, "blk.0.v.weight");
     uint8_t *buf = malloc(t->nbytes + 1);
     memcpy(buf + 1, t->data, t->nbytes);
@@ -791,12 +686,12 @@ END_TEST
 
 START_TEST(weights_errors_name_the_tensor)
 {
-    lmc_config c = tiny_config(LMC_ARCH_GPT2, 32, 2, 2, 16, 48, 20, 2);
+    lmc_config c = lmc_tiny_config(LMC_ARCH_GPT2, 32, 2, 2, 16, 48, 20, 2);
     lmc_weights *w;
     lmc_error err;
     /* NaN and Inf, in fp32 (in place) and in f16 (decoded) */
     for (int k = 0; k < 3; k++) {
-        lmc_model *m = tiny_model(&c, 11);
+        lmc_model *m = lmc_tiny_model(&c, 11, NULL);
         const char *name = k == 2 ? "blk.1.down.weight" : "blk.1.up.bias";
         if (k == 2)
             set_enc(m, name, LMC_ENC_F16);
@@ -810,19 +705,19 @@ START_TEST(weights_errors_name_the_tensor)
         lmc_model_free(m);
     }
     /* missing tensor */
-    lmc_model *m = tiny_model(&c, 12);
+    lmc_model *m = lmc_tiny_model(&c, 12, NULL);
     snprintf(lmc_model_find(m, "blk.1.v.weight")->name, 64, "blk.1.vv.weight");
     ck_assert_int_eq(lmc_weights_prepare(m, &w, &err), -1);
     ck_assert_msg(strstr(err.msg, "blk.1.v.weight") && strstr(err.msg, "missing"), "%s", err.msg);
     lmc_model_free(m);
     /* missing bias the config announces */
-    m = tiny_model(&c, 12);
+    m = lmc_tiny_model(&c, 12, NULL);
     snprintf(lmc_model_find(m, "blk.0.q.bias")->name, 64, "blk.0.qq.bias");
     ck_assert_int_eq(lmc_weights_prepare(m, &w, &err), -1);
     ck_assert_msg(strstr(err.msg, "blk.0.q.bias"), "%s", err.msg);
     lmc_model_free(m);
     /* shape that does not match the config */
-    m = tiny_model(&c, 13);
+    m = lmc_tiny_model(&c, 13, NULL);
     lmc_tensor *t = lmc_model_find(m, "blk.0.o.weight");
     t->shape[0] = 16;
     t->shape[1] = 64;
@@ -830,20 +725,20 @@ START_TEST(weights_errors_name_the_tensor)
     ck_assert_msg(strstr(err.msg, "blk.0.o.weight") && strstr(err.msg, "shape"), "%s", err.msg);
     lmc_model_free(m);
     /* byte size that does not match the encoding */
-    m = tiny_model(&c, 14);
+    m = lmc_tiny_model(&c, 14, NULL);
     lmc_model_find(m, "embed.weight")->nbytes -= 4;
     ck_assert_int_eq(lmc_weights_prepare(m, &w, &err), -1);
     ck_assert_msg(strstr(err.msg, "embed.weight"), "%s", err.msg);
     lmc_model_free(m);
     /* position table too short for the config */
-    m = tiny_model(&c, 15);
+    m = lmc_tiny_model(&c, 15, NULL);
     lmc_model_find(m, "pos_embed.weight")->shape[0] = 10;
     lmc_model_find(m, "pos_embed.weight")->nbytes = 10 * 32 * 4;
     ck_assert_int_eq(lmc_weights_prepare(m, &w, &err), -1);
     ck_assert_msg(strstr(err.msg, "pos_embed.weight"), "%s", err.msg);
     lmc_model_free(m);
     /* unknown encoding */
-    m = tiny_model(&c, 16);
+    m = lmc_tiny_model(&c, 16, NULL);
     lmc_model_find(m, "blk.0.k.weight")->enc.id = (lmc_enc_id)99;
     ck_assert_int_eq(lmc_weights_prepare(m, &w, &err), -1);
     ck_assert_msg(strstr(err.msg, "blk.0.k.weight"), "%s", err.msg);
@@ -853,8 +748,8 @@ END_TEST
 
 START_TEST(forward_input_errors)
 {
-    lmc_config c = tiny_config(LMC_ARCH_OPT, 32, 2, 2, 16, 48, 20, 1);
-    lmc_model *m = tiny_model(&c, 17);
+    lmc_config c = lmc_tiny_config(LMC_ARCH_OPT, 32, 2, 2, 16, 48, 20, 1);
+    lmc_model *m = lmc_tiny_model(&c, 17, NULL);
     lmc_weights *w;
     lmc_error err;
     ck_assert_int_eq(lmc_weights_prepare(m, &w, &err), 0);

@@ -15,147 +15,34 @@
 #include "../eval/forward.h"
 #include "../eval/weights.h"
 #include "testutil.h"
+#include "tinymodel.h"
 
 /* ---- random numbers ---- */
 
-static uint64_t rng_state = 88172645463325252ull;
-static void rng_seed(uint64_t s) { rng_state = s * 2654435761ull + 1; }
-static double urand(void) /* [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 4503599627370496.0 - 1.0;
-}
+/* the shared generator of tests/tinymodel.c */
+#define rng_seed lmc_test_rng_seed
+#define urand lmc_test_urand
 
 /* ---- tiny models ---- */
 
-static void add_f32(lmc_model *m, const char *name, int64_t rows, int64_t cols, double scale,
-                    double offset)
-{
-    lmc_tensor t;
-    memset(&t, 0, sizeof t);
-    snprintf(t.name, sizeof t.name, "%s", name);
-    t.ndim = cols > 1 ? 2 : 1;
-    t.shape[0] = rows;
-    t.shape[1] = cols;
-    t.enc = lmc_enc_dense(LMC_ENC_F32);
-    t.nbytes = (size_t)(rows * cols) * 4;
-    float *d = malloc(t.nbytes);
-    ck_assert_ptr_nonnull(d);
-    for (int64_t i = 0; i < rows * cols; i++)
-        d[i] = (float)(offset + scale * urand());
-    t.data = (const uint8_t *)d;
-    t.owned = d;
-    lmc_error err;
-    ck_assert_int_eq(lmc_model_set_tensor(m, &t, &err), 0);
-}
 
-static lmc_config tiny_config(lmc_arch arch, int nkv)
-{
-    lmc_config c;
-    memset(&c, 0, sizeof c);
-    c.arch = arch;
-    c.vocab = 97;
-    c.hidden = 32;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = nkv;
-    c.head_dim = 8;
-    c.ffn = 72;
-    c.max_pos = 64;
-    c.norm_eps = 1e-5;
-    c.bos_id = c.eos_id = -1;
-    if (arch == LMC_ARCH_LLAMA) {
-        snprintf(c.model_type, sizeof c.model_type, "llama");
-        c.norm_is_rms = 1;
-        c.act = LMC_ACT_SILU;
-        c.rope_type = LMC_ROPE_DEFAULT;
-        c.rope_theta = 10000.0;
-    } else if (arch == LMC_ARCH_OPT) {
-        snprintf(c.model_type, sizeof c.model_type, "opt");
-        c.pos_offset = 2;
-        c.act = LMC_ACT_RELU;
-        c.qkv_bias = c.o_bias = c.mlp_bias = 1;
-        c.tied = 1;
-    } else {
-        snprintf(c.model_type, sizeof c.model_type, "gpt2");
-        c.act = LMC_ACT_GELU_NEW;
-        c.qkv_bias = c.o_bias = c.mlp_bias = 1;
-        c.tied = 1;
-    }
-    return c;
-}
 
 /* Norm weights with a few outlier channels, so that smoothing has work. */
-static lmc_model *tiny_model(const lmc_config *c, uint64_t seed)
-{
-    rng_seed(seed);
-    lmc_model *m = calloc(1, sizeof *m);
-    ck_assert_ptr_nonnull(m);
-    m->cfg = *c;
-    int H = c->hidden, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
-    add_f32(m, "embed.weight", c->vocab, H, 1.0, 0);
-    if (c->arch != LMC_ARCH_LLAMA)
-        add_f32(m, "pos_embed.weight", c->max_pos + c->pos_offset, H, 0.5, 0);
-    char n[64];
-    for (int l = 0; l < c->n_layers; l++) {
-        const char *norms[2] = {"attn_norm", "ffn_norm"};
-        for (int k = 0; k < 2; k++) {
-            snprintf(n, sizeof n, "blk.%d.%s.weight", l, norms[k]);
-            add_f32(m, n, H, 1, 0.2, 1.0);
-            lmc_tensor *t = lmc_model_find(m, n);
-            float *w = (float *)t->owned;
-            w[3] = 8.0f; /* outlier channels */
-            w[17] = -6.0f;
-            if (!c->norm_is_rms) {
-                snprintf(n, sizeof n, "blk.%d.%s.bias", l, norms[k]);
-                add_f32(m, n, H, 1, 0.1, 0);
-            }
-        }
-        struct { const char *role; int out, in, bias; } lin[] = {
-            {"q", qd, H, c->qkv_bias}, {"k", kvd, H, c->qkv_bias}, {"v", kvd, H, c->qkv_bias},
-            {"o", H, qd, c->o_bias},   {"gate", c->ffn, H, c->mlp_bias},
-            {"up", c->ffn, H, c->mlp_bias}, {"down", H, c->ffn, c->mlp_bias}};
-        for (int k = 0; k < 7; k++) {
-            if (!strcmp(lin[k].role, "gate") && c->arch != LMC_ARCH_LLAMA)
-                continue;
-            snprintf(n, sizeof n, "blk.%d.%s.weight", l, lin[k].role);
-            double sc = (k < 2 ? 3.0 : 1.5) / sqrt((double)lin[k].in);
-            add_f32(m, n, lin[k].out, lin[k].in, sc, 0);
-            if (lin[k].bias) {
-                snprintf(n, sizeof n, "blk.%d.%s.bias", l, lin[k].role);
-                add_f32(m, n, lin[k].out, 1, 0.1, 0);
-            }
-        }
-    }
-    add_f32(m, "final_norm.weight", H, 1, 0.2, 1.0);
-    if (!c->norm_is_rms)
-        add_f32(m, "final_norm.bias", H, 1, 0.1, 0);
-    if (!c->tied)
-        add_f32(m, "head.weight", c->vocab, H, 1.0 / sqrt((double)H), 0);
-    return m;
-}
 
 #define NTOK 40
 
-static float *logits(const lmc_model *m)
+/* norm weights with outlier channels, so that smoothing has work */
+static const lmc_tiny_opts sq_tiny = {3.0, {3, 17}, {8.0f, -6.0f}};
+static lmc_config tiny_config(lmc_arch arch, int nkv)
 {
-    lmc_weights *w;
-    lmc_error err;
-    ck_assert_msg(lmc_weights_prepare(m, &w, &err) == 0, "%s", err.msg);
-    lmc_scratch *s = lmc_scratch_new(&m->cfg, NTOK);
-    ck_assert_ptr_nonnull(s);
-    int32_t ids[NTOK];
-    for (int i = 0; i < NTOK; i++)
-        ids[i] = (int32_t)((i * 31 + 7) % m->cfg.vocab);
-    float *lg = malloc(sizeof(float) * NTOK * (size_t)m->cfg.vocab);
-    double nll;
-    ck_assert_msg(lmc_forward_window_nll(w, ids, NTOK, s, &nll, lg, &err) == 0, "%s", err.msg);
-    lmc_scratch_free(s);
-    lmc_weights_free(w);
-    return lg;
+    return lmc_tiny_config(arch, 32, 4, nkv, 8, 72, 97, 2);
 }
+static lmc_model *tiny_model(const lmc_config *c, uint64_t seed)
+{
+    return lmc_tiny_model(c, seed, &sq_tiny);
+}
+static float *logits(const lmc_model *m) { return lmc_tiny_logits(m, NTOK, 31, 7); }
+
 
 /* max |a - b| / max |a| */
 static double rel_diff(const float *a, const float *b, size_t n)
