@@ -6,17 +6,7 @@
 # GPTQ, GPTQ on an AWQ container. Unit tests: tests/test_smoothquant.c,
 # tests/test_awq.c.
 set -u
-LMC=${LMC_BIN:-build/lmc}
-[ -x "$LMC" ] || { echo "FAIL: $LMC not built"; exit 1; }
-tmp=$(mktemp -d /tmp/lmc-cli-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-expect() {
-    local want=$1 pat=$2; shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-    [ $rc -eq "$want" ] || fail "$*: exit $rc, want $want; stderr: $(cat "$tmp/err")"
-    [ -z "$pat" ] || grep -qF -- "$pat" "$tmp/err" || fail "$*: stderr lacks '$pat': $(cat "$tmp/err")"
-}
+. "$(dirname "$0")/../cli_lib.sh"
 XS=data/llama-xs
 CAL="--calib data/calib.txt --nsamples 4 --seqlen 128 -q"
 EV="--text data/eval.txt --max-windows 4 --seqlen 256 --json -q"

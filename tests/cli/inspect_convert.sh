@@ -3,14 +3,9 @@
 # (checked by an independent Python reader of docs/FORMAT.md), exit codes and
 # corruption detection.
 set -u
-LMC=${LMC_BIN:-build/lmc}
-[ -x "$LMC" ] || { echo "FAIL: $LMC not built"; exit 1; }
-tmp=$(mktemp -d /tmp/lmc-cli-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+. "$(dirname "$0")/../cli_lib.sh"
 
 # field of a JSON file: jget FILE EXPR (EXPR applied to the parsed object d)
-jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
 
 # ---- exit codes that need no model ----
 out=$("$LMC" inspect "$tmp/does-not-exist" 2>&1); rc=$?

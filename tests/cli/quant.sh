@@ -4,18 +4,7 @@
 # provenance, and the bad-input paths: empty / short / binary
 # calibration file, invalid --bits / --group, no partial output on failure.
 set -u
-LMC=${LMC_BIN:-build/lmc}
-[ -x "$LMC" ] || { echo "FAIL: $LMC not built"; exit 1; }
-tmp=$(mktemp -d /tmp/lmc-cli-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
-expect() {
-    local want=$1 pat=$2; shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-    [ $rc -eq "$want" ] || fail "$*: exit $rc, want $want; stderr: $(cat "$tmp/err")"
-    [ -z "$pat" ] || grep -qF -- "$pat" "$tmp/err" || fail "$*: stderr lacks '$pat': $(cat "$tmp/err")"
-}
+. "$(dirname "$0")/../cli_lib.sh"
 XS=data/llama-xs
 CAL="--nsamples 16 --seqlen 512"
 # 30 windows of 1024: fewer tokens make the RTN/GPTQ comparison noise

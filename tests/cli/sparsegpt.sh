@@ -7,17 +7,7 @@
 # sparse layout with quantized values. The container read-back of every
 # weight (exact sparsity, N:M groups, zeros kept) is tests/test_sparsegpt.c.
 set -u
-LMC=${LMC_BIN:-build/lmc}
-[ -x "$LMC" ] || { echo "FAIL: $LMC not built"; exit 1; }
-tmp=$(mktemp -d /tmp/lmc-cli-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-expect() {
-    local want=$1 pat=$2; shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-    [ $rc -eq "$want" ] || fail "$*: exit $rc, want $want; stderr: $(cat "$tmp/err")"
-    [ -z "$pat" ] || grep -qF -- "$pat" "$tmp/err" || fail "$*: stderr lacks '$pat': $(cat "$tmp/err")"
-}
+. "$(dirname "$0")/../cli_lib.sh"
 XS=data/llama-xs
 CAL="--calib data/calib.txt --nsamples 2 --seqlen 128 -q"
 S="$LMC sparsegpt $XS -o $tmp/x.lmc"
