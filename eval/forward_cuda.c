@@ -361,13 +361,23 @@ int lmc_cuda_model_new(const lmc_model *m, lmc_precision prec, int max_tokens, i
         if (rc < 0)
             goto fail;
     }
-    /* warm-up (module loading, cuBLAS heuristics) outside any timing */
+    /* warm-up outside any timing, at the shape evaluation will use (the
+     * seqlen hint's windows filling the buffers): cuBLAS picks kernels by
+     * shape and CUDA loads each kernel lazily on its first launch, which
+     * cost a 64-token warm-up ~0.1 s inside the first timed forward of the
+     * TinyLlama-shaped benchmark */
     {
-        int S = max_tokens < 64 ? max_tokens : 64;
-        S = S < c->max_pos ? S : c->max_pos;
-        int32_t z[64] = {0};
-        double nll;
-        if (windows_nll(cm, z, 1, S, &nll, err) < 0) {
+        int S = seqlen_hint > 1 && seqlen_hint <= max_tokens ? seqlen_hint : max_tokens;
+        if (c->max_pos > 0 && S > c->max_pos)
+            S = c->max_pos;
+        int nwin = max_tokens / S;
+        int32_t *z = calloc((size_t)nwin * S, sizeof *z);
+        double *nll = malloc((size_t)nwin * sizeof *nll);
+        int rc = z && nll ? windows_nll(cm, z, nwin, S, nll, err)
+                          : lmc_fail(err, "out of memory");
+        free(z);
+        free(nll);
+        if (rc < 0) {
             lmc_fail_prefix(err, "warm-up forward");
             goto fail;
         }
@@ -527,8 +537,9 @@ int lmc_cuda_bench_gemm(const lmc_config *c, int tokens, lmc_precision p,
     dims_of(c, 0, 0, &d);
     lmc_cu_gemm_rate r[8];
     int n;
-    if (lmc_cu_bench_gemm(&d, tokens, (int)lmc_precision_resolve(p, c), r, &n, mix_tflops, err) <
-        0)
+    int window = tokens < c->max_pos ? tokens : c->max_pos;
+    if (lmc_cu_bench_gemm(&d, tokens, window, (int)lmc_precision_resolve(p, c), r, &n,
+                          mix_tflops, err) < 0)
         return -1;
     for (int i = 0; i < n; i++) {
         memcpy(rates[i].name, r[i].name, sizeof rates[i].name); /* both char[16] */
@@ -538,6 +549,7 @@ int lmc_cuda_bench_gemm(const lmc_config *c, int tokens, lmc_precision p,
         rates[i].k = r[i].k;
         rates[i].per_forward = r[i].per_forward;
         rates[i].tflops = r[i].tflops;
+        rates[i].is_attention = r[i].is_attention;
     }
     *n_rates = n;
     return 0;

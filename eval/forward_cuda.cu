@@ -691,41 +691,55 @@ template <> struct mma_op<bf16> {
     }
 };
 
-/* FlashAttention-2 style: a block of 4 warps takes 64 query rows (16 per
- * warp, Q fragments in registers); 64-key K/V tiles are double-buffered in
+/* 2^x on the SFU (ex2.approx: ~2 ulp, 0 for -inf): the fp16/bf16 paths only */
+__device__ __forceinline__ float fast_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* FlashAttention-2 style: a block of 4 warps takes BR = 64 * MT query rows;
+ * each warp owns MT m16 tiles (16 * MT rows, Q fragments in registers), so
+ * every K/V fragment read from shared memory feeds MT tensor-core products
+ * (MT = 2 halves the ldmatrix traffic that bounded MT = 1, and gives two
+ * independent chains to overlap). 64-key K/V tiles are double-buffered in
  * shared memory with cp.async; S = Q K^T and O += P V on mma.sync with fp32
- * accumulators; online softmax in fp32 (exp2 with the scale folded in); P
- * goes from accumulator to A-fragment registers.
- * GQA packing: the 64 rows are 64/P positions x P query heads that share one
+ * accumulators; online softmax in fp32, exp2 with the scale folded into one
+ * FMA; P goes from accumulator to A-fragment registers.
+ * GQA packing: the BR rows are BR/P positions x P query heads that share one
  * kv head (row r: position q0 + r / P, head h0 + r % P), so each K/V tile
- * loaded serves P heads. P = 1 is plain one-head tiles. */
-#define TC_BR 64
+ * loaded serves P heads. P = 1 is plain one-head tiles.
+ * Grid: x = kv head x head pack, y = window, z = position tile, longest
+ * rows first over the whole grid (blocks issue in x, y, z order), so the
+ * short causal tiles fill the tail. */
 #define TC_BC 64
-template <typename T, int HD>
-__global__ void __launch_bounds__(128, HD <= 64 ? 4 : 2) /* 64: 16 warps per SM */
+template <typename T, int HD, int MT>
+__global__ void __launch_bounds__(128, MT == 2 ? 2 : (HD <= 64 ? 4 : 2))
 k_attn_tc(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int lp,
           float scale_log2)
 {
+    constexpr int BR = 64 * MT;
     constexpr int LDS = HD + 8; /* +16 bytes: conflict-free ldmatrix */
     constexpr int CH = HD / 8;  /* 16-byte chunks per row */
     extern __shared__ __align__(16) unsigned char smraw[];
     T *sQ = reinterpret_cast<T *>(smraw);
-    T *sK = sQ + TC_BR * LDS; /* [2][BC][LDS] */
+    T *sK = sQ + BR * LDS; /* [2][BC][LDS] */
     T *sV = sK + 2 * TC_BC * LDS;
     const int P = 1 << lp, packs = group >> lp; /* heads per tile, tiles per kv head */
-    int qt = gridDim.x - 1 - blockIdx.x; /* longest rows first */
-    int g = blockIdx.y / packs, h0 = g * group + (blockIdx.y - g * packs) * P, w = blockIdx.z;
-    int q0 = qt * (TC_BR >> lp); /* first position */
+    int qt = gridDim.z - 1 - blockIdx.z;        /* longest rows first */
+    int g = blockIdx.x / packs, h0 = g * group + (blockIdx.x - g * packs) * P, w = blockIdx.y;
+    int q0 = qt * (BR >> lp); /* first position */
     const T *base = qkv + (size_t)w * S * ld;
     const T *Kg = base + qd + (size_t)g * HD, *Vg = base + qd + kvd + (size_t)g * HD;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
-    for (int c = tid; c < TC_BR * CH; c += 128) {
+    for (int c = tid; c < BR * CH; c += 128) {
         int r = c / CH, cc = c - r * CH, q = q0 + (r >> lp), h = h0 + (r & (P - 1));
         cp_async16(sQ + r * LDS + cc * 8, base + (size_t)min(q, S - 1) * ld + h * HD + cc * 8,
                    q < S);
     }
-    int qlast = min(q0 + (TC_BR >> lp), S) - 1;
+    int qlast = min(q0 + (BR >> lp), S) - 1;
     int nkt = qlast / TC_BC + 1;
     auto load_kv = [&](int kt, int buf) {
         T *dk = sK + buf * TC_BC * LDS, *dv = sV + buf * TC_BC * LDS;
@@ -739,13 +753,18 @@ k_attn_tc(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int l
     load_kv(0, 0);
     cp_async_commit();
 
-    uint32_t qf[HD / 16][4];
-    float o[HD / 8][4];
+    uint32_t qf[MT][HD / 16][4];
+    float o[MT][HD / 8][4];
+    float mrow[MT][2], lrow[MT][2];
 #pragma unroll
-    for (int i = 0; i < HD / 8; i++)
-        o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
-    int r0 = warp * 16 + (lane >> 2); /* this thread's tile rows: r0, r0 + 8 */
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int i = 0; i < HD / 8; i++)
+            o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
+        mrow[mt][0] = mrow[mt][1] = -INFINITY;
+        lrow[mt][0] = lrow[mt][1] = 0.0f;
+    }
+    const int wr = warp * 16 * MT; /* this warp's first tile row */
 
     for (int kt = 0; kt < nkt; kt++) {
         int buf = kt & 1;
@@ -756,16 +775,21 @@ k_attn_tc(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int l
         __syncthreads();
         if (kt == 0) {
 #pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) {
-                const T *p = sQ + (warp * 16 + (lane & 15)) * LDS + kk * 16 + (lane >> 4) * 8;
-                ldsm_x4(p, qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3]);
-            }
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int kk = 0; kk < HD / 16; kk++) {
+                    const T *p =
+                        sQ + (wr + mt * 16 + (lane & 15)) * LDS + kk * 16 + (lane >> 4) * 8;
+                    ldsm_x4(p, qf[mt][kk][0], qf[mt][kk][1], qf[mt][kk][2], qf[mt][kk][3]);
+                }
         }
         const T *tK = sK + buf * TC_BC * LDS, *tV = sV + buf * TC_BC * LDS;
-        float s[TC_BC / 8][4];
+        float s[MT][TC_BC / 8][4];
 #pragma unroll
-        for (int j = 0; j < TC_BC / 8; j++)
-            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int j = 0; j < TC_BC / 8; j++)
+                s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < HD / 16; kk++) {
 #pragma unroll
@@ -774,89 +798,104 @@ k_attn_tc(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int l
                 const T *p = tK + (nn * 16 + (lane & 7) + ((lane >> 4) << 3)) * LDS + kk * 16 +
                              ((lane >> 3) & 1) * 8;
                 ldsm_x4(p, b0, b1, b2, b3);
-                mma_op<T>::run(s[2 * nn], qf[kk], b0, b1);
-                mma_op<T>::run(s[2 * nn + 1], qf[kk], b2, b3);
-            }
-        }
-        /* scale, causal mask (only tiles reaching past this warp's first row) */
-        int k0 = kt * TC_BC;
-        bool diag = k0 + TC_BC - 1 > q0 + ((warp * 16) >> lp); /* past the warp's first row */
 #pragma unroll
-        for (int j = 0; j < TC_BC / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float v = s[j][e] * scale_log2;
-                if (diag) {
-                    int col = k0 + j * 8 + 2 * (lane & 3) + (e & 1);
-                    if (col > q0 + ((r0 + (e >> 1) * 8) >> lp))
-                        v = -INFINITY;
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_op<T>::run(s[mt][2 * nn], qf[mt][kk], b0, b1);
+                    mma_op<T>::run(s[mt][2 * nn + 1], qf[mt][kk], b2, b3);
                 }
-                s[j][e] = v;
-            }
-        /* online softmax, per row (2 per thread; a quad shares a row) */
-#pragma unroll
-        for (int hr = 0; hr < 2; hr++) {
-            float mx = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < TC_BC / 8; j++)
-                mx = fmaxf(mx, fmaxf(s[j][2 * hr], s[j][2 * hr + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float mn = fmaxf(mrow[hr], mx);
-            float corr = exp2f(mrow[hr] - mn);
-            mrow[hr] = mn;
-            float sum = 0.0f;
-#pragma unroll
-            for (int j = 0; j < TC_BC / 8; j++) {
-                float p0 = exp2f(s[j][2 * hr] - mn), p1 = exp2f(s[j][2 * hr + 1] - mn);
-                s[j][2 * hr] = p0;
-                s[j][2 * hr + 1] = p1;
-                sum += p0 + p1;
-            }
-            lrow[hr] = lrow[hr] * corr + sum;
-#pragma unroll
-            for (int i = 0; i < HD / 8; i++) {
-                o[i][2 * hr] *= corr;
-                o[i][2 * hr + 1] *= corr;
             }
         }
+        /* causal mask (only tiles reaching past this warp's first row) */
+        int k0 = kt * TC_BC;
+        if (k0 + TC_BC - 1 > q0 + (wr >> lp)) {
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int j = 0; j < TC_BC / 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int col = k0 + j * 8 + 2 * (lane & 3) + (e & 1);
+                        int row = wr + mt * 16 + (lane >> 2) + (e >> 1) * 8;
+                        if (col > q0 + (row >> lp))
+                            s[mt][j][e] = -INFINITY;
+                    }
+        }
+        /* online softmax, per row (2 per m-tile and thread; a quad shares a
+         * row), in units of log2 with the scale folded in */
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int hr = 0; hr < 2; hr++) {
+                float mx = -INFINITY;
+#pragma unroll
+                for (int j = 0; j < TC_BC / 8; j++)
+                    mx = fmaxf(mx, fmaxf(s[mt][j][2 * hr], s[mt][j][2 * hr + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                float mn = fmaxf(mrow[mt][hr], mx * scale_log2);
+                float corr = fast_exp2(mrow[mt][hr] - mn); /* 0 on the first tile */
+                mrow[mt][hr] = mn;
+                float sum = 0.0f;
+#pragma unroll
+                for (int j = 0; j < TC_BC / 8; j++) {
+                    float p0 = fast_exp2(fmaf(s[mt][j][2 * hr], scale_log2, -mn));
+                    float p1 = fast_exp2(fmaf(s[mt][j][2 * hr + 1], scale_log2, -mn));
+                    s[mt][j][2 * hr] = p0;
+                    s[mt][j][2 * hr + 1] = p1;
+                    sum += p0 + p1;
+                }
+                lrow[mt][hr] = lrow[mt][hr] * corr + sum;
+#pragma unroll
+                for (int i = 0; i < HD / 8; i++) {
+                    o[mt][i][2 * hr] *= corr;
+                    o[mt][i][2 * hr + 1] *= corr;
+                }
+            }
         /* O += P V */
 #pragma unroll
         for (int kk = 0; kk < TC_BC / 16; kk++) {
-            uint32_t a[4];
-            a[0] = mma_op<T>::pack(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = mma_op<T>::pack(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = mma_op<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = mma_op<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            uint32_t a[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                a[mt][0] = mma_op<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                a[mt][1] = mma_op<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                a[mt][2] = mma_op<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                a[mt][3] = mma_op<T>::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+            }
 #pragma unroll
             for (int dn = 0; dn < HD / 16; dn++) {
                 uint32_t b0, b1, b2, b3;
                 const T *p = tV + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + dn * 16 +
                              (lane >> 4) * 8;
                 ldsm_x4_t(p, b0, b1, b2, b3);
-                mma_op<T>::run(o[2 * dn], a, b0, b1);
-                mma_op<T>::run(o[2 * dn + 1], a, b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_op<T>::run(o[mt][2 * dn], a[mt], b0, b1);
+                    mma_op<T>::run(o[mt][2 * dn + 1], a[mt], b2, b3);
+                }
             }
         }
         __syncthreads(); /* the buffer is refilled two tiles later */
     }
 #pragma unroll
-    for (int hr = 0; hr < 2; hr++) {
-        float l = lrow[hr];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        float inv = 1.0f / l;
-        int r = r0 + hr * 8, q = q0 + (r >> lp);
-        if (q >= S)
-            continue;
-        T *out = ctx + ((size_t)w * S + q) * qd + (size_t)(h0 + (r & (P - 1))) * HD +
-                 2 * (lane & 3);
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int i = 0; i < HD / 8; i++) {
-            uint32_t v = mma_op<T>::pack(o[i][2 * hr] * inv, o[i][2 * hr + 1] * inv);
-            *reinterpret_cast<uint32_t *>(out + i * 8) = v;
+        for (int hr = 0; hr < 2; hr++) {
+            float l = lrow[mt][hr];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            float inv = 1.0f / l;
+            int r = wr + mt * 16 + (lane >> 2) + hr * 8, q = q0 + (r >> lp);
+            if (q >= S)
+                continue;
+            T *out = ctx + ((size_t)w * S + q) * qd + (size_t)(h0 + (r & (P - 1))) * HD +
+                     2 * (lane & 3);
+#pragma unroll
+            for (int i = 0; i < HD / 8; i++) {
+                uint32_t v = mma_op<T>::pack(o[mt][i][2 * hr] * inv, o[mt][i][2 * hr + 1] * inv);
+                *reinterpret_cast<uint32_t *>(out + i * 8) = v;
+            }
         }
-    }
 }
 
 /* ---------------------------------------------------------------- the device model */
@@ -1137,30 +1176,39 @@ static int gemm(cublasHandle_t h, const void *X, const void *W, void *Y, int M, 
     return 0;
 }
 
+/* m16 tiles per warp: two where the registers allow (head_dim <= 64) */
+template <int HD> constexpr int tc_mtiles() { return HD <= 64 ? 2 : 1; }
+
 template <typename T, int HD>
 static int launch_tc(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S,
                      cudaStream_t st, lmc_error *err)
 {
-    constexpr int LDS = HD + 8;
-    size_t smem = (size_t)(TC_BR + 4 * TC_BC) * LDS * sizeof(T);
+    constexpr int MT = tc_mtiles<HD>(), BR = 64 * MT, LDS = HD + 8;
+    size_t smem = (size_t)(BR + 4 * TC_BC) * LDS * sizeof(T);
     static bool attr_set = false;
     if (!attr_set) {
-        CUDA_OK(cudaFuncSetAttribute(k_attn_tc<T, HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     (int)smem),
+        CUDA_OK(cudaFuncSetAttribute(k_attn_tc<T, HD, MT>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                 "attention shared memory");
         attr_set = true;
     }
     int qd = d->n_heads * HD, kvd = d->n_kv_heads * HD, ld = qd + 2 * kvd;
     int group = d->n_heads / d->n_kv_heads, lp = 0;
     /* pack P = 2^lp heads of a kv group per tile: P divides the group, <= 8
-     * (measured on TinyLlama's shape: no faster than P = 1, but 8x fewer K/V
-     * tile loads, which matters where L2 bandwidth is scarcer) */
-    while (lp < 3 && group % (2 << lp) == 0)
+     * (fewer K/V tile loads per query row; LMC_CUDA_ATTN_NOPACK=1 turns it
+     * off for comparison) */
+    static const int nopack = getenv("LMC_CUDA_ATTN_NOPACK") != NULL;
+    while (!nopack && lp < 3 && group % (2 << lp) == 0)
         lp++;
     float scale_log2 = (1.0f / sqrtf((float)HD)) * 1.4426950408889634f;
-    int rows = TC_BR >> lp; /* positions per tile */
-    dim3 grid((S + rows - 1) / rows, d->n_kv_heads * (group >> lp), nwin);
-    k_attn_tc<T, HD><<<grid, 128, smem, st>>>(qkv, ctx, S, ld, qd, kvd, group, lp, scale_log2);
+    int rows = BR >> lp; /* positions per tile */
+    int tiles = (S + rows - 1) / rows;
+    if (tiles > 65535 || nwin > 65535)
+        return lmc_fail(err, "attention: %d windows of %d tokens exceed the launch grid", nwin,
+                        S);
+    dim3 grid(d->n_kv_heads * (group >> lp), nwin, tiles);
+    k_attn_tc<T, HD, MT><<<grid, 128, smem, st>>>(qkv, ctx, S, ld, qd, kvd, group, lp,
+                                                  scale_log2);
     LAUNCH_OK("attention kernel");
     return 0;
 }
@@ -1747,7 +1795,40 @@ static int bench_one(bench_ctx &b, lmc_cu_gemm_rate *o, int out32, float beta, l
     return 0;
 }
 
-extern "C" int lmc_cu_bench_gemm(const lmc_cu_dims *d, int tokens, int prec,
+template <typename T>
+static int bench_attention(bench_ctx &b, const lmc_cu_dims *d, lmc_cu_gemm_rate *o,
+                           lmc_error *err)
+{
+    int S = (int)o->n, nwin = (int)(o->m / S);
+    int64_t ld = qdim(d) + 2 * kvdim(d);
+    dbuf X, Y;
+    if (random_dev<T>(X, (size_t)(o->m * ld), 3, err) < 0 ||
+        dnew(Y, (size_t)(o->m * qdim(d)) * sizeof(T), err) < 0)
+        return -1;
+    for (int i = 0; i < 3; i++)
+        if (attention<T>(d, (const T *)X.p, (T *)Y.p, nwin, S, 0, b.st, err) < 0)
+            return -1;
+    enum { REPS = 9, INNER = 3 };
+    double t[REPS];
+    for (int i = 0; i < REPS; i++) {
+        CUDA_OK(cudaEventRecord(b.e0, b.st), "benchmark");
+        for (int r = 0; r < INNER; r++)
+            if (attention<T>(d, (const T *)X.p, (T *)Y.p, nwin, S, 0, b.st, err) < 0)
+                return -1;
+        CUDA_OK(cudaEventRecord(b.e1, b.st), "benchmark");
+        CUDA_OK(cudaEventSynchronize(b.e1), "benchmark");
+        float ms = 0;
+        CUDA_OK(cudaEventElapsedTime(&ms, b.e0, b.e1), "benchmark");
+        t[i] = ms / INNER * 1e-3;
+    }
+    qsort(t, REPS, sizeof t[0], cmp_double);
+    /* scores and context, n_heads x head_dim MACs per (query, key <= query) */
+    double flop = 2.0 * 2.0 * d->n_heads * d->head_dim * nwin * (double)S * (S + 1) / 2.0;
+    o->tflops = flop / t[REPS / 2] * 1e-12;
+    return 0;
+}
+
+extern "C" int lmc_cu_bench_gemm(const lmc_cu_dims *d, int tokens, int window, int prec,
                                  lmc_cu_gemm_rate *rates, int *n_rates, double *mix_tflops,
                                  lmc_error *err)
 {
@@ -1788,5 +1869,20 @@ extern "C" int lmc_cu_bench_gemm(const lmc_cu_dims *d, int tokens, int prec,
         *n_rates = s + 1;
     }
     *mix_tflops = time > 0 ? flop / time * 1e-12 : 0;
+    /* the attention kernel on windows of `window` tokens filling the rows:
+     * not a GEMM, so outside the mix; causal FLOPs as eval counts them */
+    if (window >= 2 && window <= tokens) {
+        lmc_cu_gemm_rate *o = &rates[ns];
+        memset(o, 0, sizeof *o);
+        snprintf(o->name, sizeof o->name, "attention");
+        o->is_attention = 1;
+        o->m = (tokens / window) * (int64_t)window;
+        o->n = window;
+        o->k = d->head_dim;
+        o->per_forward = d->n_layers;
+        if (DISPATCH(prec, bench_attention, b, d, o, err) < 0)
+            return -1;
+        *n_rates = ns + 1;
+    }
     return 0;
 }

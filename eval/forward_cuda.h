@@ -104,8 +104,12 @@ typedef struct lmc_cuda_gemm_rate {
     int64_t m, n, k;
     int per_forward; /* how many such products one forward makes */
     double tflops;   /* median of timed repeats */
+    int is_attention; /* not a GEMM: the attention kernel, m rows in windows of n
+                         tokens, k = head_dim (causal FLOPs); outside the mix */
 } lmc_cuda_gemm_rate;
-/* Fills up to 8 rates; *mix_tflops: their FLOP-weighted harmonic mix. */
+/* Fills up to 8 rates: the GEMMs, then the attention kernel on windows of
+ * min(tokens, max_pos) tokens; *mix_tflops: the GEMMs' FLOP-weighted
+ * harmonic mix. */
 int lmc_cuda_bench_gemm(const lmc_config *c, int tokens, lmc_precision p,
                         lmc_cuda_gemm_rate *rates, int *n_rates, double *mix_tflops,
                         lmc_error *err);

@@ -92,9 +92,11 @@ typedef struct lmc_cu_gemm_rate {
     int64_t m, n, k;
     int per_forward;
     double tflops;
+    int is_attention; /* the attention kernel: m rows, n-token windows, k head_dim */
 } lmc_cu_gemm_rate;
-int lmc_cu_bench_gemm(const lmc_cu_dims *d, int tokens, int prec, lmc_cu_gemm_rate *rates,
-                      int *n_rates, double *mix_tflops, lmc_error *err);
+int lmc_cu_bench_gemm(const lmc_cu_dims *d, int tokens, int window, int prec,
+                      lmc_cu_gemm_rate *rates, int *n_rates, double *mix_tflops,
+                      lmc_error *err);
 
 #ifdef __cplusplus
 }
