@@ -146,9 +146,12 @@ START_TEST(test_norm)
         return;
     rng_seed(1);
     int n = 7;
-    for (int H = 333; H <= 2048; H += 2048 - 333) /* scalar and vector kernels */
+    /* scalar kernel (H % 4 != 0); vector kernel at 96, 256 and 1024 threads */
+    const int Hs[] = {333, 768, 2048, 8192};
+    for (size_t hi = 0; hi < sizeof Hs / sizeof Hs[0]; hi++)
     for (int rms = 0; rms < 2; rms++)
         for (int pi = 0; pi < 3; pi++) {
+            int H = Hs[hi];
             float *x = rnd((size_t)n * H, 2.0, 0.3), *badd = rnd(H, 0.5, 0),
                   *w = rnd(H, 0.2, 1.0), *b = rnd(H, 0.1, 0);
             float *xo = malloc(sizeof(float) * n * H), *y = malloc(sizeof(float) * n * H),
@@ -199,8 +202,10 @@ START_TEST(test_qkv_rope)
         return;
     rng_seed(2);
     int S = 37, nwin = 2, n = S * nwin;
+    /* head_dim 16: the two-pairs-per-thread kernel; 18: one pair per thread */
+    for (int hd = 16; hd <= 18; hd += 2)
     for (int variant = 0; variant < 5; variant++) {
-        lmc_config c = attn_config(4, 2, 16);
+        lmc_config c = attn_config(4, 2, hd);
         int with_bias = variant >= 3;
         if (variant == 1) {
             c.rope_type = LMC_ROPE_LINEAR;
@@ -213,7 +218,7 @@ START_TEST(test_qkv_rope)
         } else if (variant == 4) {
             c.rope_type = LMC_ROPE_NONE; /* GPT-2 / OPT: biases only */
         }
-        int qd = 64, kvd = 32, ld = qd + 2 * kvd;
+        int qd = 4 * hd, kvd = 2 * hd, ld = qd + 2 * kvd;
         for (int pi = 0; pi < 3; pi++) {
             float *qkv = rnd((size_t)n * ld, 1.0, 0), *bias = with_bias ? rnd(ld, 0.3, 0) : NULL;
             float *ref = malloc(sizeof(float) * n * ld);
@@ -237,16 +242,16 @@ START_TEST(test_qkv_rope)
                     memcpy(q + t * qd, r + t * ld, sizeof(float) * qd);
                     memcpy(k + t * kvd, r + t * ld + qd, sizeof(float) * kvd);
                 }
-                lmc_op_rope_apply(q, S, 4, 16, cs, sn);
-                lmc_op_rope_apply(k, S, 2, 16, cs, sn);
+                lmc_op_rope_apply(q, S, 4, hd, cs, sn);
+                lmc_op_rope_apply(k, S, 2, hd, cs, sn);
                 for (int t = 0; t < S; t++) {
                     memcpy(r + t * ld, q + t * qd, sizeof(float) * qd);
                     memcpy(r + t * ld + qd, k + t * kvd, sizeof(float) * kvd);
                 }
             }
             double e = rel_err(qkv, ref, (size_t)n * ld);
-            printf("qkv variant %d %s: rel err %.2e\n", variant, lmc_precision_name(PRECS[pi]),
-                   e);
+            printf("qkv hd %d variant %d %s: rel err %.2e\n", hd, variant,
+                   lmc_precision_name(PRECS[pi]), e);
             ck_assert_msg(e <= tol_of(PRECS[pi]), "qkv variant %d %s: %g", variant,
                           lmc_precision_name(PRECS[pi]), e);
             free(qkv), free(bias), free(ref), free(q), free(k), free(cs), free(sn);
