@@ -503,14 +503,14 @@ int lmc_cuda_test_qkv_rope(const lmc_config *c, float *qkv, const float *bias, i
 }
 
 int lmc_cuda_test_attention(const lmc_config *c, const float *q, const float *k, const float *v,
-                            float *ctx, int nwin, int S, int simt, lmc_precision p,
+                            float *ctx, int nwin, int S, int kind, lmc_precision p,
                             lmc_error *err)
 {
     if (check_config(c, err) < 0)
         return -1;
     lmc_cu_dims d;
     dims_of(c, 0, 0, &d);
-    return lmc_cu_test_attention(&d, q, k, v, ctx, nwin, S, simt, prec_of(p), err);
+    return lmc_cu_test_attention(&d, q, k, v, ctx, nwin, S, kind, prec_of(p), err);
 }
 
 int lmc_cuda_test_act(lmc_act act, int gated, const float *gu, const float *bias, float *a, int n,

@@ -943,6 +943,238 @@ k_attn_tc(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int l
         }
 }
 
+/* ---------------------------------------------------------------- attention, Hopper wgmma */
+
+/* The same attention on Hopper's warpgroup MMA (sm_90a builds, head_dim 64,
+ * fp16/bf16): a block of two warpgroups takes 128 query rows (64 each);
+ * S = Q K^T and O += P V are wgmma m64n64k16 with Q, K and V read by the
+ * tensor cores straight from shared memory (no ldmatrix), P from registers.
+ * Tiles sit in shared memory in the 128-byte swizzled layout wgmma reads
+ * (16-byte chunk c of 128-byte row r at chunk c ^ (r % 8)); V is read
+ * transposed (its rows are the reduction dimension). Registers: S and O are
+ * 32 floats per thread, so four warpgroups fit per SM, and one warpgroup's
+ * softmax overlaps another's products. GQA packing, grid order and the
+ * online softmax are k_attn_tc's. */
+#define WG_BR 128
+#define WG_BC 64
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define LMC_DEVICE_WGMMA 1
+#endif
+
+/* Shared-memory matrix descriptor: 128-byte swizzle, 8-row groups 1024
+ * bytes apart (the stride), leading offset unused by this layout (1). */
+__device__ __forceinline__ uint64_t wg_desc(const void *p)
+{
+    uint64_t a = (uint64_t)__cvta_generic_to_shared(p);
+    return ((a & 0x3FFFF) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
+}
+
+template <typename T> struct wg_op;
+#define LMC_WG_OPS(TY, PT)                                                                    \
+    template <> struct wg_op<TY> {                                                            \
+        /* d (+)= A B, A and B from shared memory (both K-major) */                           \
+        static __device__ __forceinline__ void ss(float (&d)[8][4], uint64_t da, uint64_t db, \
+                                                  int acc)                                    \
+        {                                                                                     \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                         \
+                         "wgmma.mma_async.sync.aligned.m64n64k16.f32." PT "." PT " "          \
+                         "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,"    \
+                         "%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "         \
+                         "%32, %33, p, 1, 1, 0, 0;\n}\n"                                      \
+                         : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),        \
+                           "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),        \
+                           "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),        \
+                           "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),        \
+                           "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),        \
+                           "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),        \
+                           "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),        \
+                           "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])         \
+                         : "l"(da), "l"(db), "r"(acc));                                       \
+        }                                                                                     \
+        /* d += A B, A from registers, B from shared memory read transposed */                \
+        static __device__ __forceinline__ void rs_t(float (&d)[8][4], const uint32_t (&a)[4], \
+                                                    uint64_t db)                              \
+        {                                                                                     \
+            asm volatile("{\n"                                                                \
+                         "wgmma.mma_async.sync.aligned.m64n64k16.f32." PT "." PT " "          \
+                         "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,"    \
+                         "%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "         \
+                         "{%32,%33,%34,%35}, %36, 1, 1, 1, 1;\n}\n"                           \
+                         : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),        \
+                           "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),        \
+                           "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),        \
+                           "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),        \
+                           "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),        \
+                           "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),        \
+                           "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),        \
+                           "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])         \
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));              \
+        }                                                                                     \
+    };
+LMC_WG_OPS(f16, "f16")
+LMC_WG_OPS(bf16, "bf16")
+#undef LMC_WG_OPS
+
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit()
+{
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+
+/* cp.async writes through the generic proxy, wgmma reads through the async
+ * one: make the former visible to the latter */
+__device__ __forceinline__ void fence_proxy_async()
+{
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256, 2)
+k_attn_wg(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int lp,
+          float scale_log2)
+{
+#ifdef LMC_DEVICE_WGMMA
+    constexpr int HD = 64;
+    extern __shared__ unsigned char smraw[];
+    /* swizzle atoms are 1024 bytes: align the base (the launch adds 1 KiB) */
+    T *sQ = reinterpret_cast<T *>(((uintptr_t)smraw + 1023) & ~(uintptr_t)1023);
+    T *sK = sQ + WG_BR * HD; /* [2][BC][HD] */
+    T *sV = sK + 2 * WG_BC * HD;
+    const int P = 1 << lp, packs = group >> lp;
+    int qt = gridDim.z - 1 - blockIdx.z; /* longest rows first */
+    int g = blockIdx.x / packs, h0 = g * group + (blockIdx.x - g * packs) * P, w = blockIdx.y;
+    int q0 = qt * (WG_BR >> lp);
+    const T *base = qkv + (size_t)w * S * ld;
+    const T *Kg = base + qd + (size_t)g * HD, *Vg = base + qd + kvd + (size_t)g * HD;
+    int tid = threadIdx.x, lane = tid & 31, wgi = tid >> 7, warp = (tid >> 5) & 3;
+
+    for (int c = tid; c < WG_BR * 8; c += 256) {
+        int r = c >> 3, cc = c & 7, q = q0 + (r >> lp), h = h0 + (r & (P - 1));
+        cp_async16(sQ + r * HD + ((cc ^ (r & 7)) << 3),
+                   base + (size_t)min(q, S - 1) * ld + h * HD + cc * 8, q < S);
+    }
+    int qlast = min(q0 + (WG_BR >> lp), S) - 1;
+    int nkt = qlast / WG_BC + 1;
+    auto load_kv = [&](int kt, int buf) {
+        T *dk = sK + buf * WG_BC * HD, *dv = sV + buf * WG_BC * HD;
+        for (int c = tid; c < WG_BC * 8; c += 256) {
+            int r = c >> 3, cc = c & 7, k = kt * WG_BC + r;
+            size_t off = (size_t)min(k, S - 1) * ld + cc * 8;
+            int sw = r * HD + ((cc ^ (r & 7)) << 3);
+            cp_async16(dk + sw, Kg + off, k < S);
+            cp_async16(dv + sw, Vg + off, k < S);
+        }
+    };
+    load_kv(0, 0);
+    cp_async_commit();
+
+    float o[8][4];
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    const int wr = wgi * 64 + warp * 16; /* this warp's first tile row */
+    const uint64_t dq = wg_desc(sQ + wgi * 64 * HD);
+
+    for (int kt = 0; kt < nkt; kt++) {
+        int buf = kt & 1;
+        if (kt + 1 < nkt)
+            load_kv(kt + 1, buf ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+        fence_proxy_async();
+        __syncthreads();
+        const uint64_t dk = wg_desc(sK + buf * WG_BC * HD), dv = wg_desc(sV + buf * WG_BC * HD);
+        float s[8][4];
+        /* S = Q K^T: four k16 steps of 32 bytes along the swizzled rows */
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++)
+            wg_op<T>::ss(s, dq + 2 * kk, dk + 2 * kk, kk > 0);
+        wg_commit();
+        wg_wait0();
+        int k0 = kt * WG_BC;
+        if (k0 + WG_BC - 1 > q0 + (wr >> lp)) {
+#pragma unroll
+            for (int j = 0; j < WG_BC / 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int col = k0 + j * 8 + 2 * (lane & 3) + (e & 1);
+                    int row = wr + (lane >> 2) + (e >> 1) * 8;
+                    if (col > q0 + (row >> lp))
+                        s[j][e] = -INFINITY;
+                }
+        }
+#pragma unroll
+        for (int hr = 0; hr < 2; hr++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < WG_BC / 8; j++)
+                mx = fmaxf(mx, fmaxf(s[j][2 * hr], s[j][2 * hr + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float mn = fmaxf(mrow[hr], mx * scale_log2);
+            float corr = fast_exp2(mrow[hr] - mn); /* 0 on the first tile */
+            mrow[hr] = mn;
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < WG_BC / 8; j++) {
+                float p0 = fast_exp2(fmaf(s[j][2 * hr], scale_log2, -mn));
+                float p1 = fast_exp2(fmaf(s[j][2 * hr + 1], scale_log2, -mn));
+                s[j][2 * hr] = p0;
+                s[j][2 * hr + 1] = p1;
+                sum += p0 + p1;
+            }
+            lrow[hr] = lrow[hr] * corr + sum;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                o[i][2 * hr] *= corr;
+                o[i][2 * hr + 1] *= corr;
+            }
+        }
+        /* O += P V: P's accumulator layout is the A-fragment layout; k16
+         * step kk is 16 rows of V, 2048 bytes on */
+        uint32_t a[WG_BC / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < WG_BC / 16; kk++) {
+            a[kk][0] = mma_op<T>::pack(s[2 * kk][0], s[2 * kk][1]);
+            a[kk][1] = mma_op<T>::pack(s[2 * kk][2], s[2 * kk][3]);
+            a[kk][2] = mma_op<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[kk][3] = mma_op<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        }
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < WG_BC / 16; kk++)
+            wg_op<T>::rs_t(o, a[kk], dv + kk * (2048 >> 4));
+        wg_commit();
+        wg_wait0();
+        __syncthreads(); /* the buffer is refilled two tiles later */
+    }
+#pragma unroll
+    for (int hr = 0; hr < 2; hr++) {
+        float l = lrow[hr];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        float inv = 1.0f / l;
+        int r = wr + (lane >> 2) + hr * 8, q = q0 + (r >> lp);
+        if (q >= S)
+            continue;
+        T *out = ctx + ((size_t)w * S + q) * qd + (size_t)(h0 + (r & (P - 1))) * HD +
+                 2 * (lane & 3);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            uint32_t v = mma_op<T>::pack(o[i][2 * hr] * inv, o[i][2 * hr + 1] * inv);
+            *reinterpret_cast<uint32_t *>(out + i * 8) = v;
+        }
+    }
+#else
+    (void)qkv, (void)ctx, (void)S, (void)ld, (void)qd, (void)kvd, (void)group, (void)lp,
+        (void)scale_log2;
+    __trap(); /* never launched: the host checks lmc_wgmma_ok() */
+#endif
+}
+
 /* ---------------------------------------------------------------- the device model */
 
 struct dblock {
@@ -1265,13 +1497,68 @@ static int launch_tc(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S
     return 0;
 }
 
+/* The wgmma kernel exists in this build (sm_90a code, LMC_SM90A from the
+ * Makefile) and the device is a Hopper (compute capability 9.0). */
+static bool wgmma_ok()
+{
+#ifdef LMC_SM90A
+    static int ok = -1;
+    if (ok < 0) {
+        int dev = 0, major = 0, minor = 0;
+        ok = cudaGetDevice(&dev) == cudaSuccess &&
+             cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ==
+                 cudaSuccess &&
+             cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) ==
+                 cudaSuccess &&
+             major == 9 && minor == 0;
+    }
+    return ok == 1;
+#else
+    return false;
+#endif
+}
+
 template <typename T>
-static int attention(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S, int simt,
+static int launch_wg(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S,
+                     cudaStream_t st, lmc_error *err)
+{
+    constexpr int HD = 64;
+    size_t smem = (size_t)(WG_BR + 4 * WG_BC) * HD * sizeof(T) + 1024;
+    static bool attr_set = false;
+    if (!attr_set) {
+        CUDA_OK(cudaFuncSetAttribute(k_attn_wg<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)smem),
+                "attention shared memory");
+        attr_set = true;
+    }
+    int qd = d->n_heads * HD, kvd = d->n_kv_heads * HD, ld = qd + 2 * kvd;
+    int group = d->n_heads / d->n_kv_heads, lp = 0;
+    while (lp < 3 && group % (2 << lp) == 0)
+        lp++;
+    float scale_log2 = (1.0f / sqrtf((float)HD)) * 1.4426950408889634f;
+    int rows = WG_BR >> lp, tiles = (S + rows - 1) / rows;
+    if (tiles > 65535 || nwin > 65535)
+        return lmc_fail(err, "attention: %d windows of %d tokens exceed the launch grid", nwin,
+                        S);
+    dim3 grid(d->n_kv_heads * (group >> lp), nwin, tiles);
+    k_attn_wg<T><<<grid, 256, smem, st>>>(qkv, ctx, S, ld, qd, kvd, group, lp, scale_log2);
+    LAUNCH_OK("attention kernel");
+    return 0;
+}
+
+/* kind: ATTN_AUTO picks the fastest kernel for the shape and device;
+ * ATTN_SIMT / ATTN_MMA force the generic fp32 or the mma.sync kernel (tests) */
+enum { ATTN_AUTO = 0, ATTN_SIMT = 1, ATTN_MMA = 2 };
+
+template <typename T>
+static int attention(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S, int kind,
                      cudaStream_t st, lmc_error *err)
 {
     int hd = d->head_dim;
     if constexpr (!std::is_same<T, float>::value) {
-        if (!simt && (hd == 32 || hd == 64 || hd == 96 || hd == 128)) {
+        if (kind == ATTN_AUTO && hd == 64 && wgmma_ok() && !getenv("LMC_CUDA_NO_WGMMA"))
+            return launch_wg<T>(d, qkv, ctx, nwin, S, st, err);
+        if (kind != ATTN_SIMT && (hd == 32 || hd == 64 || hd == 96 || hd == 128)) {
             switch (hd) {
             case 32: return launch_tc<T, 32>(d, qkv, ctx, nwin, S, st, err);
             case 64: return launch_tc<T, 64>(d, qkv, ctx, nwin, S, st, err);
@@ -1794,7 +2081,7 @@ extern "C" int lmc_cu_test_qkv(const lmc_cu_dims *d, const float *cs, const floa
 
 template <typename T>
 static int test_attn(const lmc_cu_dims *d, const float *q, const float *k, const float *v,
-                     float *ctx, int nwin, int S, int simt, lmc_error *err)
+                     float *ctx, int nwin, int S, int kind, lmc_error *err)
 {
     int qd = qdim(d), kvd = kvdim(d), ld = qd + 2 * kvd;
     size_t n = (size_t)nwin * S;
@@ -1808,18 +2095,18 @@ static int test_attn(const lmc_cu_dims *d, const float *q, const float *k, const
     if (to_dev<T>(dq, h.data(), n * ld, err) < 0 || dnew(dc, n * qd * sizeof(T), err) < 0)
         return -1;
     CUDA_OK(cudaMemset(dc.p, 0xff, n * qd * sizeof(T)), "test"); /* poison: NaN */
-    if (attention<T>(d, (const T *)dq.p, (T *)dc.p, nwin, S, simt, 0, err) < 0)
+    if (attention<T>(d, (const T *)dq.p, (T *)dc.p, nwin, S, kind, 0, err) < 0)
         return -1;
     return from_dev<T>(ctx, dc, n * qd, err);
 }
 
 extern "C" int lmc_cu_test_attention(const lmc_cu_dims *d, const float *q, const float *k,
-                                     const float *v, float *ctx, int nwin, int S, int simt,
+                                     const float *v, float *ctx, int nwin, int S, int kind,
                                      int prec, lmc_error *err)
 {
     if (lmc_cu_device(NULL, 0, err) < 0)
         return -1;
-    return DISPATCH(prec, test_attn, d, q, k, v, ctx, nwin, S, simt, err);
+    return DISPATCH(prec, test_attn, d, q, k, v, ctx, nwin, S, kind, err);
 }
 
 template <typename T>

@@ -84,10 +84,11 @@ int lmc_cuda_test_norm(const float *x, const float *badd, float *xo, float *y, i
 int lmc_cuda_test_qkv_rope(const lmc_config *c, float *qkv, const float *bias, int n, int S,
                            lmc_precision p, lmc_error *err);
 /* Causal GQA attention over nwin windows of S tokens: q[n][nh hd], k, v
- * [n][nkv hd] -> ctx[n][nh hd], n = nwin * S. simt: force the generic
- * kernel instead of the tensor-core one. */
+ * [n][nkv hd] -> ctx[n][nh hd], n = nwin * S. kind: 0 the kernel the
+ * forward would pick, 1 the generic fp32 kernel, 2 the mma.sync tensor-core
+ * kernel (head_dim 32/64/96/128, fp16/bf16; else as 0). */
 int lmc_cuda_test_attention(const lmc_config *c, const float *q, const float *k, const float *v,
-                            float *ctx, int nwin, int S, int simt, lmc_precision p,
+                            float *ctx, int nwin, int S, int kind, lmc_precision p,
                             lmc_error *err);
 /* a[n][F] = act(g + bg) * (u + bu) when gated (gu = [n][2F]: g | u, bias
  * [2F]), else act(u + bu) (gu = [n][F], bias [F]); bias may be NULL. */

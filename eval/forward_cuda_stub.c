@@ -115,10 +115,10 @@ int lmc_cuda_test_qkv_rope(const lmc_config *c, float *qkv, const float *bias, i
 }
 
 int lmc_cuda_test_attention(const lmc_config *c, const float *q, const float *k, const float *v,
-                            float *ctx, int nwin, int S, int simt, lmc_precision p,
+                            float *ctx, int nwin, int S, int kind, lmc_precision p,
                             lmc_error *err)
 {
-    (void)c, (void)q, (void)k, (void)v, (void)ctx, (void)nwin, (void)S, (void)simt, (void)p;
+    (void)c, (void)q, (void)k, (void)v, (void)ctx, (void)nwin, (void)S, (void)kind, (void)p;
     return NO_CUDA(err);
 }
 

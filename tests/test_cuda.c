@@ -269,7 +269,8 @@ START_TEST(test_attention)
      * the 64-row tiles; two windows so the window offset is exercised */
     struct { int nh, nkv, hd, S; } cases[] = {
         {4, 2, 32, 100}, {4, 4, 64, 200}, {8, 2, 128, 77}, {2, 1, 96, 130}, {3, 1, 40, 50},
-        {2, 2, 64, 1}, {4, 1, 64, 1030}, {32, 4, 64, 300}, {16, 1, 32, 45}};
+        {2, 2, 64, 1}, {4, 1, 64, 1030}, {32, 4, 64, 300}, {16, 1, 32, 45},
+        {6, 3, 64, 129}, {8, 1, 64, 257}};
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         lmc_config c = attn_config(cases[ci].nh, cases[ci].nkv, cases[ci].hd);
         int S = cases[ci].S, nwin = 2, n = S * nwin;
@@ -283,20 +284,23 @@ START_TEST(test_attention)
             lmc_op_attention(&c, s, q + (size_t)w * S * qd, k + (size_t)w * S * kvd,
                              v + (size_t)w * S * kvd, ref + (size_t)w * S * qd, S);
         lmc_scratch_free(s);
+        /* kind 0: what the forward runs (the wgmma kernel on a Hopper for
+         * head_dim 64), 1: the SIMT kernel, 2: the mma.sync kernel */
+        static const char *const kinds[3] = {"", " simt", " mma.sync"};
         for (int pi = 0; pi < 3; pi++)
-            for (int simt = 0; simt < 2; simt++) {
-                if (simt && PRECS[pi] == LMC_PREC_FP32)
+            for (int kind = 0; kind < 3; kind++) {
+                if (kind && PRECS[pi] == LMC_PREC_FP32)
                     continue; /* fp32 always runs the SIMT kernel */
                 lmc_error err;
-                ck_assert_msg(lmc_cuda_test_attention(&c, q, k, v, out, nwin, S, simt, PRECS[pi],
+                ck_assert_msg(lmc_cuda_test_attention(&c, q, k, v, out, nwin, S, kind, PRECS[pi],
                                                       &err) == 0,
                               "%s", err.msg);
                 double e = rel_err(out, ref, (size_t)n * qd);
                 printf("attention nh %d nkv %d hd %d S %d %s%s: rel err %.2e\n", c.n_heads,
-                       c.n_kv_heads, c.head_dim, S, lmc_precision_name(PRECS[pi]),
-                       simt ? " simt" : "", e);
-                ck_assert_msg(e <= tol_of(PRECS[pi]), "attention case %zu %s simt=%d: %g", ci,
-                              lmc_precision_name(PRECS[pi]), simt, e);
+                       c.n_kv_heads, c.head_dim, S, lmc_precision_name(PRECS[pi]), kinds[kind],
+                       e);
+                ck_assert_msg(e <= tol_of(PRECS[pi]), "attention case %zu %s kind %d: %g", ci,
+                              lmc_precision_name(PRECS[pi]), kind, e);
             }
         free(q), free(k), free(v), free(ref), free(out);
     }
