@@ -47,28 +47,12 @@
 #include <type_traits>
 #include <vector>
 
+#include "cuda_check.h"
 #include "forward_cuda_dev.h"
+#include "gemm_cuda.h"
 
 typedef __half f16;
 typedef __nv_bfloat16 bf16;
-
-/* ---------------------------------------------------------------- errors */
-
-#define CUDA_OK(call, what)                                                                   \
-    do {                                                                                      \
-        cudaError_t e_ = (call);                                                              \
-        if (e_ != cudaSuccess)                                                                \
-            return lmc_fail(err, "CUDA: %s: %s", what, cudaGetErrorString(e_));               \
-    } while (0)
-
-#define LAUNCH_OK(what) CUDA_OK(cudaGetLastError(), what)
-
-#define BLAS_OK(call, what)                                                                   \
-    do {                                                                                      \
-        cublasStatus_t s_ = (call);                                                           \
-        if (s_ != CUBLAS_STATUS_SUCCESS)                                                      \
-            return lmc_fail(err, "cuBLAS: %s: %s", what, cublasGetStatusString(s_));          \
-    } while (0)
 
 /* ---------------------------------------------------------------- types */
 
@@ -345,7 +329,9 @@ static void launch_norm(float *x, const float *badd, T *y, int n, int H, const f
                         const float *b, int rms, float eps, cudaStream_t st)
 {
     int H4 = H / 4;
-    int t = std::min(1024, std::max(64, (H4 / 2 + 31) / 32 * 32)); /* ~2 float4 per thread */
+    /* ~4 float4 per thread: smaller blocks, more rows in flight per SM
+     * (2.3 -> ~3.3 TB/s at H = 2048; 2 and 8 per thread measured slower) */
+    int t = std::min(1024, std::max(64, (H4 / 4 + 31) / 32 * 32));
     if (H % 4 == 0 && H4 <= 8 * t)
         k_norm4<T><<<n, t, 0, st>>>(x, badd, y, H, w, b, rms, eps);
     else
@@ -955,7 +941,6 @@ k_attn_tc(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int l
  * 32 floats per thread, so four warpgroups fit per SM, and one warpgroup's
  * softmax overlaps another's products. GQA packing, grid order and the
  * online softmax are k_attn_tc's. */
-#define WG_BR 128
 #define WG_BC 64
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define LMC_DEVICE_WGMMA 1
@@ -1020,7 +1005,10 @@ __device__ __forceinline__ void wg_commit()
 {
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
-__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wg_wait()
+{
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
 
 /* cp.async writes through the generic proxy, wgmma reads through the async
  * one: make the former visible to the latter */
@@ -1029,32 +1017,95 @@ __device__ __forceinline__ void fence_proxy_async()
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
+/* Causal mask of one warp's 16 x 64 score tile (rows from tile row wr). */
+__device__ __forceinline__ void wg_mask(float (&s)[8][4], int k0, int q0, int wr, int lp,
+                                        int lane)
+{
+    if (k0 + WG_BC - 1 <= q0 + (wr >> lp)) /* the whole tile is visible */
+        return;
+#pragma unroll
+    for (int j = 0; j < WG_BC / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int col = k0 + j * 8 + 2 * (lane & 3) + (e & 1);
+            int row = wr + (lane >> 2) + (e >> 1) * 8;
+            if (col > q0 + (row >> lp))
+                s[j][e] = -INFINITY;
+        }
+}
+
+/* Online softmax of a score tile in place (s <- P, in units of log2 with
+ * the scale folded in); corr[hr]: the factor O's rows must be scaled by. */
+__device__ __forceinline__ void wg_softmax(float (&s)[8][4], float (&mrow)[2], float (&lrow)[2],
+                                           float (&corr)[2], float scale_log2)
+{
+#pragma unroll
+    for (int hr = 0; hr < 2; hr++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < WG_BC / 8; j++)
+            mx = fmaxf(mx, fmaxf(s[j][2 * hr], s[j][2 * hr + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        float mn = fmaxf(mrow[hr], mx * scale_log2);
+        corr[hr] = fast_exp2(mrow[hr] - mn); /* 0 on the first tile */
+        mrow[hr] = mn;
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < WG_BC / 8; j++) {
+            float p0 = fast_exp2(fmaf(s[j][2 * hr], scale_log2, -mn));
+            float p1 = fast_exp2(fmaf(s[j][2 * hr + 1], scale_log2, -mn));
+            s[j][2 * hr] = p0;
+            s[j][2 * hr + 1] = p1;
+            sum += p0 + p1;
+        }
+        lrow[hr] = lrow[hr] * corr[hr] + sum;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void wg_pack_p(const float (&s)[8][4], uint32_t (&a)[4][4])
+{
+#pragma unroll
+    for (int kk = 0; kk < WG_BC / 16; kk++) {
+        a[kk][0] = mma_op<T>::pack(s[2 * kk][0], s[2 * kk][1]);
+        a[kk][1] = mma_op<T>::pack(s[2 * kk][2], s[2 * kk][3]);
+        a[kk][2] = mma_op<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        a[kk][3] = mma_op<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+}
+
+/* Three K/V buffers: iteration kt issues S = Q K(kt)^T and then
+ * O += P(kt-1) V(kt-1) before waiting for the former, so the exponentials
+ * of tile kt run while the tensor cores do the previous tile's P V (the
+ * ordering of FlashAttention-3's intra-warpgroup overlap: 330 against 320
+ * TFLOP/s for the plain order, scripts/bench-cuda's attention line, H200). */
 template <typename T>
 __global__ void __launch_bounds__(256, 2)
 k_attn_wg(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int lp,
           float scale_log2)
 {
 #ifdef LMC_DEVICE_WGMMA
-    constexpr int HD = 64;
+    constexpr int HD = 64, BR = 128, NB = 3; /* K/V buffers */
     extern __shared__ unsigned char smraw[];
     /* swizzle atoms are 1024 bytes: align the base (the launch adds 1 KiB) */
     T *sQ = reinterpret_cast<T *>(((uintptr_t)smraw + 1023) & ~(uintptr_t)1023);
-    T *sK = sQ + WG_BR * HD; /* [2][BC][HD] */
-    T *sV = sK + 2 * WG_BC * HD;
+    T *sK = sQ + BR * HD; /* [NB][BC][HD] */
+    T *sV = sK + NB * WG_BC * HD;
     const int P = 1 << lp, packs = group >> lp;
     int qt = gridDim.z - 1 - blockIdx.z; /* longest rows first */
     int g = blockIdx.x / packs, h0 = g * group + (blockIdx.x - g * packs) * P, w = blockIdx.y;
-    int q0 = qt * (WG_BR >> lp);
+    int q0 = qt * (BR >> lp);
     const T *base = qkv + (size_t)w * S * ld;
     const T *Kg = base + qd + (size_t)g * HD, *Vg = base + qd + kvd + (size_t)g * HD;
     int tid = threadIdx.x, lane = tid & 31, wgi = tid >> 7, warp = (tid >> 5) & 3;
 
-    for (int c = tid; c < WG_BR * 8; c += 256) {
+    for (int c = tid; c < BR * 8; c += 256) {
         int r = c >> 3, cc = c & 7, q = q0 + (r >> lp), h = h0 + (r & (P - 1));
         cp_async16(sQ + r * HD + ((cc ^ (r & 7)) << 3),
                    base + (size_t)min(q, S - 1) * ld + h * HD + cc * 8, q < S);
     }
-    int qlast = min(q0 + (WG_BR >> lp), S) - 1;
+    int qlast = min(q0 + (BR >> lp), S) - 1;
     int nkt = qlast / WG_BC + 1;
     auto load_kv = [&](int kt, int buf) {
         T *dk = sK + buf * WG_BC * HD, *dv = sV + buf * WG_BC * HD;
@@ -1066,6 +1117,8 @@ k_attn_wg(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int l
             cp_async16(dv + sw, Vg + off, k < S);
         }
     };
+    auto kdesc = [&](int buf) { return wg_desc(sK + buf * WG_BC * HD); };
+    auto vdesc = [&](int buf) { return wg_desc(sV + buf * WG_BC * HD); };
     load_kv(0, 0);
     cp_async_commit();
 
@@ -1073,83 +1126,62 @@ k_attn_wg(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int l
 #pragma unroll
     for (int i = 0; i < 8; i++)
         o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, corr[2];
     const int wr = wgi * 64 + warp * 16; /* this warp's first tile row */
     const uint64_t dq = wg_desc(sQ + wgi * 64 * HD);
+    float s[8][4];
+    uint32_t a[WG_BC / 16][4];
 
-    for (int kt = 0; kt < nkt; kt++) {
-        int buf = kt & 1;
-        if (kt + 1 < nkt)
-            load_kv(kt + 1, buf ^ 1);
-        cp_async_commit();
-        cp_async_wait<1>();
-        fence_proxy_async();
-        __syncthreads();
-        const uint64_t dk = wg_desc(sK + buf * WG_BC * HD), dv = wg_desc(sV + buf * WG_BC * HD);
-        float s[8][4];
-        /* S = Q K^T: four k16 steps of 32 bytes along the swizzled rows */
-        wg_fence();
+    {
+        /* tile t lives in buffer t % 3; one cp.async group per tile.
+         * Before iteration kt: a[] holds P(kt-1), O is in P(kt-1)'s units. */
+        for (int kt = 0; kt < nkt; kt++) {
+            int buf = kt % 3;
+            cp_async_wait<0>(); /* tile kt (and Q) landed */
+            fence_proxy_async();
+            /* every warpgroup is past iteration kt - 1, hence done with
+             * buffer (kt + 1) % 3 = (kt - 2) % 3 */
+            __syncthreads();
+            if (kt + 1 < nkt)
+                load_kv(kt + 1, (kt + 1) % 3);
+            cp_async_commit();
+            wg_fence(); /* orders the last iteration's writes of o and a[] */
 #pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++)
-            wg_op<T>::ss(s, dq + 2 * kk, dk + 2 * kk, kk > 0);
-        wg_commit();
-        wg_wait0();
-        int k0 = kt * WG_BC;
-        if (k0 + WG_BC - 1 > q0 + (wr >> lp)) {
-#pragma unroll
-            for (int j = 0; j < WG_BC / 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int col = k0 + j * 8 + 2 * (lane & 3) + (e & 1);
-                    int row = wr + (lane >> 2) + (e >> 1) * 8;
-                    if (col > q0 + (row >> lp))
-                        s[j][e] = -INFINITY;
-                }
-        }
-#pragma unroll
-        for (int hr = 0; hr < 2; hr++) {
-            float mx = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < WG_BC / 8; j++)
-                mx = fmaxf(mx, fmaxf(s[j][2 * hr], s[j][2 * hr + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float mn = fmaxf(mrow[hr], mx * scale_log2);
-            float corr = fast_exp2(mrow[hr] - mn); /* 0 on the first tile */
-            mrow[hr] = mn;
-            float sum = 0.0f;
-#pragma unroll
-            for (int j = 0; j < WG_BC / 8; j++) {
-                float p0 = fast_exp2(fmaf(s[j][2 * hr], scale_log2, -mn));
-                float p1 = fast_exp2(fmaf(s[j][2 * hr + 1], scale_log2, -mn));
-                s[j][2 * hr] = p0;
-                s[j][2 * hr + 1] = p1;
-                sum += p0 + p1;
+            for (int kk = 0; kk < HD / 16; kk++)
+                wg_op<T>::ss(s, dq + 2 * kk, kdesc(buf) + 2 * kk, kk > 0);
+            wg_commit();
+            if (kt == 0) {
+                wg_wait<0>();
+                wg_mask(s, 0, q0, wr, lp, lane);
+                wg_softmax(s, mrow, lrow, corr, scale_log2); /* O is zero: no rescale */
+                wg_pack_p<T>(s, a);
+                continue;
             }
-            lrow[hr] = lrow[hr] * corr + sum;
+            /* O += P(kt-1) V(kt-1) on the tensor cores while this tile's
+             * softmax runs */
+            int pb = (kt + 2) % 3;
+#pragma unroll
+            for (int kk = 0; kk < WG_BC / 16; kk++)
+                wg_op<T>::rs_t(o, a[kk], vdesc(pb) + kk * (2048 >> 4));
+            wg_commit();
+            wg_wait<1>(); /* the scores (groups complete in order) */
+            wg_mask(s, kt * WG_BC, q0, wr, lp, lane);
+            wg_softmax(s, mrow, lrow, corr, scale_log2);
+            wg_wait<0>(); /* P(kt-1) V(kt-1) is in O and a[] is free */
 #pragma unroll
             for (int i = 0; i < 8; i++) {
-                o[i][2 * hr] *= corr;
-                o[i][2 * hr + 1] *= corr;
+                o[i][0] *= corr[0], o[i][1] *= corr[0];
+                o[i][2] *= corr[1], o[i][3] *= corr[1];
             }
-        }
-        /* O += P V: P's accumulator layout is the A-fragment layout; k16
-         * step kk is 16 rows of V, 2048 bytes on */
-        uint32_t a[WG_BC / 16][4];
-#pragma unroll
-        for (int kk = 0; kk < WG_BC / 16; kk++) {
-            a[kk][0] = mma_op<T>::pack(s[2 * kk][0], s[2 * kk][1]);
-            a[kk][1] = mma_op<T>::pack(s[2 * kk][2], s[2 * kk][3]);
-            a[kk][2] = mma_op<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[kk][3] = mma_op<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            wg_pack_p<T>(s, a);
         }
         wg_fence();
+        int pb = (nkt - 1) % 3;
 #pragma unroll
         for (int kk = 0; kk < WG_BC / 16; kk++)
-            wg_op<T>::rs_t(o, a[kk], dv + kk * (2048 >> 4));
+            wg_op<T>::rs_t(o, a[kk], vdesc(pb) + kk * (2048 >> 4));
         wg_commit();
-        wg_wait0();
-        __syncthreads(); /* the buffer is refilled two tiles later */
+        wg_wait<0>();
     }
 #pragma unroll
     for (int hr = 0; hr < 2; hr++) {
@@ -1171,7 +1203,7 @@ k_attn_wg(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int l
 #else
     (void)qkv, (void)ctx, (void)S, (void)ld, (void)qd, (void)kvd, (void)group, (void)lp,
         (void)scale_log2;
-    __trap(); /* never launched: the host checks lmc_wgmma_ok() */
+    __trap(); /* never launched: the host checks wgmma_ok() */
 #endif
 }
 
@@ -1186,7 +1218,7 @@ struct lmc_cu {
     lmc_cu_dims d;
     int prec;
     size_t es; /* bytes per weight / activation element */
-    cublasHandle_t blas;
+    lmc_gemm *gemm; /* cuBLAS / cuBLASLt on st, shapes planned once */
     cudaStream_t st;
     std::vector<void *> allocs;
     size_t bytes;
@@ -1211,7 +1243,6 @@ struct lmc_cu {
     int use_graph;
     cudaGraphExec_t graph;
     int graph_nwin, graph_S;
-    void *blas_ws; /* cuBLAS workspace of our own: no allocation inside a capture */
     /* LMC_CUDA_PROFILE: device time per stage, printed by lmc_cu_free */
     int prof;
     double host_ms; /* host time enqueueing forwards */
@@ -1448,16 +1479,10 @@ extern "C" int lmc_cu_device(char *name, size_t name_len, lmc_error *err)
 /* ---------------------------------------------------------------- forward pieces */
 
 /* Y[M][N] (=|+=) X[M][K] . W[N][K]^T, row-major, fp32 accumulation. */
-static int gemm(cublasHandle_t h, const void *X, const void *W, void *Y, int M, int N, int K,
+static int gemm(lmc_gemm *g, const void *X, const void *W, void *Y, int M, int N, int K,
                 cudaDataType tin, cudaDataType tout, float beta, lmc_error *err)
 {
-    float alpha = 1.0f;
-    cublasComputeType_t ct =
-        tin == CUDA_R_32F ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F;
-    BLAS_OK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, tin, K, X, tin, K,
-                         &beta, Y, tout, N, ct, CUBLAS_GEMM_DEFAULT),
-            "GemmEx");
-    return 0;
+    return lmc_gemm_run(g, X, W, Y, M, N, K, tin, tout, beta, err);
 }
 
 /* m16 tiles per warp: two where the registers allow (head_dim <= 64) */
@@ -1522,12 +1547,12 @@ template <typename T>
 static int launch_wg(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S,
                      cudaStream_t st, lmc_error *err)
 {
-    constexpr int HD = 64;
-    size_t smem = (size_t)(WG_BR + 4 * WG_BC) * HD * sizeof(T) + 1024;
+    constexpr int HD = 64, BR = 128;
+    size_t smem = (size_t)(BR + 2 * 3 * WG_BC) * HD * sizeof(T) + 1024;
     static bool attr_set = false;
     if (!attr_set) {
-        CUDA_OK(cudaFuncSetAttribute(k_attn_wg<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     (int)smem),
+        CUDA_OK(cudaFuncSetAttribute(k_attn_wg<T>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                 "attention shared memory");
         attr_set = true;
     }
@@ -1536,12 +1561,13 @@ static int launch_wg(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S
     while (lp < 3 && group % (2 << lp) == 0)
         lp++;
     float scale_log2 = (1.0f / sqrtf((float)HD)) * 1.4426950408889634f;
-    int rows = WG_BR >> lp, tiles = (S + rows - 1) / rows;
+    int rows = BR >> lp, tiles = (S + rows - 1) / rows;
     if (tiles > 65535 || nwin > 65535)
         return lmc_fail(err, "attention: %d windows of %d tokens exceed the launch grid", nwin,
                         S);
     dim3 grid(d->n_kv_heads * (group >> lp), nwin, tiles);
-    k_attn_wg<T><<<grid, 256, smem, st>>>(qkv, ctx, S, ld, qd, kvd, group, lp, scale_log2);
+    k_attn_wg<T><<<grid, 256, smem, st>>>(qkv, ctx, S, ld, qd, kvd, group, lp,
+                                                scale_log2);
     LAUNCH_OK("attention kernel");
     return 0;
 }
@@ -1624,7 +1650,7 @@ static int run_block(lmc_cu *cu, int l, int n, int S, const float **pending, lmc
     LAUNCH_OK("norm kernel");
     mark(cu, ST_NORM);
     *pending = NULL;
-    if (gemm(cu->blas, cu->xn, b.wqkv, cu->qkv, n, ld, H, dt, dt, 0.0f, err) < 0)
+    if (gemm(cu->gemm, cu->xn, b.wqkv, cu->qkv, n, ld, H, dt, dt, 0.0f, err) < 0)
         return -1;
     mark(cu, ST_QKV_GEMM);
     const float *bqkv = b.v[LMC_CU_QKV_B];
@@ -1637,21 +1663,21 @@ static int run_block(lmc_cu *cu, int l, int n, int S, const float **pending, lmc
     if (attention<T>(d, (const T *)cu->qkv, (T *)cu->ctx, n / S, S, 0, cu->st, err) < 0)
         return -1;
     mark(cu, ST_ATTN);
-    if (gemm(cu->blas, cu->ctx, b.wo, cu->x, n, H, qd, dt, CUDA_R_32F, 1.0f, err) < 0)
+    if (gemm(cu->gemm, cu->ctx, b.wo, cu->x, n, H, qd, dt, CUDA_R_32F, 1.0f, err) < 0)
         return -1;
     mark(cu, ST_O_GEMM);
     launch_norm<T>(cu->x, b.v[LMC_CU_O_B], (T *)cu->xn, n, H, b.v[LMC_CU_FFN_NORM_W],
                    b.v[LMC_CU_FFN_NORM_B], d->norm_is_rms, eps, cu->st);
     LAUNCH_OK("norm kernel");
     mark(cu, ST_NORM);
-    if (gemm(cu->blas, cu->xn, b.wgu, cu->gu, n, d->gated ? 2 * F : F, H, dt, dt, 0.0f, err) < 0)
+    if (gemm(cu->gemm, cu->xn, b.wgu, cu->gu, n, d->gated ? 2 * F : F, H, dt, dt, 0.0f, err) < 0)
         return -1;
     mark(cu, ST_GU_GEMM);
     launch_act<T>((const T *)cu->gu, b.v[LMC_CU_GU_B], (T *)cu->act, n, F, d->gated, d->act,
                   cu->st);
     LAUNCH_OK("activation kernel");
     mark(cu, ST_ACT);
-    if (gemm(cu->blas, cu->act, b.wdown, cu->x, n, H, F, dt, CUDA_R_32F, 1.0f, err) < 0)
+    if (gemm(cu->gemm, cu->act, b.wdown, cu->x, n, H, F, dt, CUDA_R_32F, 1.0f, err) < 0)
         return -1;
     mark(cu, ST_DOWN_GEMM);
     *pending = b.v[LMC_CU_DOWN_B];
@@ -1673,7 +1699,7 @@ static int run_head(lmc_cu *cu, int n, const float *pending, float *logits_host,
     for (int r0 = 0; r0 < n; r0 += cu->head_rows) {
         int nr = std::min(cu->head_rows, n - r0);
         const T *xr = (const T *)cu->xn + (size_t)r0 * H;
-        if (gemm(cu->blas, xr, W, cu->logits, nr, V, H, dtype_of<T>(), CUDA_R_32F, 0.0f, err) < 0)
+        if (gemm(cu->gemm, xr, W, cu->logits, nr, V, H, dtype_of<T>(), CUDA_R_32F, 0.0f, err) < 0)
             return -1;
         mark(cu, ST_HEAD_GEMM);
         k_row_nll<<<nr, 256, 0, cu->st>>>(cu->logits, V, cu->tgt + r0, cu->row_nll + r0);
@@ -1880,36 +1906,25 @@ extern "C" void lmc_cu_free(lmc_cu *cu)
         cudaFree(cu->staging);
     if (cu->bad)
         cudaFree(cu->bad);
-    if (cu->blas)
-        cublasDestroy(cu->blas);
+    lmc_gemm_free(cu->gemm);
     if (cu->st)
         cudaStreamDestroy(cu->st);
     delete cu;
 }
 
-static int make_handle(cublasHandle_t *h, cudaStream_t *st, int prec, lmc_error *err)
+/* A stream and the GEMM engine on it. */
+static int make_engine(lmc_gemm **g, cudaStream_t *st, int prec, lmc_error *err)
 {
-    *h = NULL;
+    *g = NULL;
     CUDA_OK(cudaStreamCreateWithFlags(st, cudaStreamNonBlocking), "creating a stream");
-    BLAS_OK(cublasCreate(h), "cublasCreate");
-    BLAS_OK(cublasSetStream(*h, *st), "cublasSetStream");
-    /* fp32: no TF32 or other reduced-precision shortcuts */
-    BLAS_OK(cublasSetMathMode(*h, prec == PREC_FP32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH),
-            "cublasSetMathMode");
-    return 0;
+    return lmc_gemm_new(g, *st, prec == PREC_FP32, err);
 }
 
 static int cu_setup(lmc_cu *cu, lmc_error *err)
 {
     const lmc_cu_dims *d = &cu->d;
-    if (make_handle(&cu->blas, &cu->st, cu->prec, err) < 0)
+    if (make_engine(&cu->gemm, &cu->st, cu->prec, err) < 0)
         return -1;
-    /* 32 MiB: what cuBLAS asks for on Hopper; ours, so that a graph capture
-     * never makes cuBLAS allocate */
-    const size_t ws = (size_t)32 << 20;
-    if (dalloc(cu, &cu->blas_ws, ws, "cuBLAS workspace", err) < 0)
-        return -1;
-    BLAS_OK(cublasSetWorkspace(cu->blas, cu->blas_ws, ws), "cublasSetWorkspace");
     CUDA_OK(cudaMalloc((void **)&cu->bad, sizeof(unsigned long long)), "allocating a flag");
     cu->blk.assign((size_t)d->n_layers, dblock());
     for (int l = 0; l < d->n_layers; l++) {
@@ -2157,7 +2172,7 @@ static int cmp_double(const void *a, const void *b)
 }
 
 struct bench_ctx {
-    cublasHandle_t h = NULL;
+    lmc_gemm *g = NULL;
     cudaStream_t st = NULL;
     cudaEvent_t e0 = NULL, e1 = NULL;
     ~bench_ctx()
@@ -2166,8 +2181,7 @@ struct bench_ctx {
             cudaEventDestroy(e0);
         if (e1)
             cudaEventDestroy(e1);
-        if (h)
-            cublasDestroy(h);
+        lmc_gemm_free(g);
         if (st)
             cudaStreamDestroy(st);
     }
@@ -2198,14 +2212,14 @@ static int bench_one(bench_ctx &b, lmc_cu_gemm_rate *o, int out32, float beta, l
     cudaDataType dt = dtype_of<T>(), to = out32 ? CUDA_R_32F : dt;
     int M = (int)o->m, N = (int)o->n, K = (int)o->k;
     for (int i = 0; i < 3; i++)
-        if (gemm(b.h, X.p, W.p, Y.p, M, N, K, dt, to, beta, err) < 0)
+        if (gemm(b.g, X.p, W.p, Y.p, M, N, K, dt, to, beta, err) < 0)
             return -1;
     enum { REPS = 15, INNER = 5 };
     double t[REPS];
     for (int i = 0; i < REPS; i++) {
         CUDA_OK(cudaEventRecord(b.e0, b.st), "benchmark");
         for (int r = 0; r < INNER; r++)
-            if (gemm(b.h, X.p, W.p, Y.p, M, N, K, dt, to, beta, err) < 0)
+            if (gemm(b.g, X.p, W.p, Y.p, M, N, K, dt, to, beta, err) < 0)
                 return -1;
         CUDA_OK(cudaEventRecord(b.e1, b.st), "benchmark");
         CUDA_OK(cudaEventSynchronize(b.e1), "benchmark");
@@ -2270,7 +2284,7 @@ extern "C" int lmc_cu_bench_gemm(const lmc_cu_dims *d, int tokens, int window, i
         {"head", head_rows, d->vocab, H, (int)((tokens + head_rows - 1) / head_rows), 1, 0.0f},
     };
     bench_ctx b;
-    if (make_handle(&b.h, &b.st, prec, err) < 0)
+    if (make_engine(&b.g, &b.st, prec, err) < 0)
         return -1;
     CUDA_OK(cudaEventCreate(&b.e0), "benchmark");
     CUDA_OK(cudaEventCreate(&b.e1), "benchmark");
