@@ -146,7 +146,7 @@ START_TEST(test_norm)
         return;
     rng_seed(1);
     int n = 7;
-    /* scalar kernel (H % 4 != 0); vector kernel at 96, 256 and 1024 threads */
+    /* scalar kernel (H % 4 != 0); vector kernel at three widths */
     const int Hs[] = {333, 768, 2048, 8192};
     for (size_t hi = 0; hi < sizeof Hs / sizeof Hs[0]; hi++)
     for (int rms = 0; rms < 2; rms++)
