@@ -29,7 +29,7 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CU_OBJ   = $(CU_SRC:%.cu=$(B)/%.cu.o)
 override CFLAGS += -DLMC_HAVE_CUDA
 NVFLAGS ?= -O2 -std=c++17 -MMD -MP -gencode arch=compute_90a,code=sm_90a -DLMC_SM90A -gencode arch=compute_80,code=compute_80 -Xcompiler -Wall,-Wextra
-LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
+LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
 endif
 endif
 endif

@@ -16,21 +16,26 @@
  * logits; one block per row computes the NLL (exponentials summed in
  * double), and one block per window sums its rows in a fixed order.
  *
- * Matrix products: cuBLAS GemmEx, compute type fp32 (pedantic, i.e. no TF32,
- * for fp32 precision). Attention: tensor-core kernel (mma.sync m16n8k16,
- * fp32 accumulation) for fp16/bf16 and head_dim 32/64/96/128, a SIMT fp32
- * kernel otherwise (and for fp32 precision).
+ * Matrix products: cuBLAS GemmEx (gemm_cuda.cu), compute type fp32
+ * (pedantic, i.e. no TF32, for fp32 precision). Attention, fp16/bf16: on a
+ * Hopper (sm_90a build) and head_dim 64 a wgmma kernel (k_attn_wg), else an
+ * mma.sync m16n8k16 kernel for head_dim 32/64/96/128 (k_attn_tc), both with
+ * fp32 accumulation; a SIMT fp32 kernel otherwise and for fp32 precision.
+ * The NLL forward is captured once per shape and replayed as a CUDA graph.
  *
  * This file sees no lmc_model (core/encoding.h is C only): forward_cuda.c
- * loads the model through forward_cuda_dev.h. LMC_CUDA_PROFILE=1 prints the
- * device time per stage when the model is freed (and runs every forward
- * eagerly); LMC_CUDA_GRAPH=0 turns off the CUDA-graph replay of the NLL
- * forward (for comparison).
+ * loads the model through forward_cuda_dev.h. Environment knobs, for
+ * comparisons: LMC_CUDA_PROFILE=1 prints device time per stage when the
+ * model is freed (every forward then runs eagerly, and the events between
+ * kernels slow it); LMC_CUDA_GRAPH=0 runs forwards eagerly;
+ * LMC_CUDA_NO_WGMMA=1 and LMC_CUDA_ATTN_NOPACK=1 select the mma.sync
+ * attention and turn off its GQA head packing.
  *
- * Measured (H200, TinyLlama-1.1B shape, fp16, 8 windows of 2048 per forward,
- * ncu per kernel): GEMMs 740-756 TFLOP/s (cuBLAS's own rate on these
- * shapes), norm/activation/RoPE kernels at 4.6+ TB/s (the HBM rate), the
- * attention kernel ~200 TFLOP/s of causal FLOPs: 20% of a forward. */
+ * Measured (H200, TinyLlama-1.1B shape, fp16, 8 windows of 2048 per forward;
+ * ncu per kernel, scripts/bench-cuda for the rates): GEMMs at cuBLAS's own
+ * rate on these shapes (610-760 TFLOP/s), attention 330 TFLOP/s of causal
+ * FLOPs (wgmma; mma.sync 266), the norm/activation/RoPE/NLL kernels at
+ * 2.5-4 TB/s; a forward is ~69 ms, of which GEMMs ~46, attention ~9. */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
