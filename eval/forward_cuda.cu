@@ -959,6 +959,16 @@ __device__ __forceinline__ uint64_t wg_desc(const void *p)
     return ((a & 0x3FFFF) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
 }
 
+/* the 32 fp32 accumulators of a m64n64 tile, per thread: operand text and
+ * constraint list */
+#define LMC_WG_D                                                                              \
+    "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23," \
+    "%24,%25,%26,%27,%28,%29,%30,%31}, "
+#define LMC_WG_ACC4(r) "+f"(r[0]), "+f"(r[1]), "+f"(r[2]), "+f"(r[3])
+#define LMC_WG_ACC(d)                                                                         \
+    LMC_WG_ACC4(d[0]), LMC_WG_ACC4(d[1]), LMC_WG_ACC4(d[2]), LMC_WG_ACC4(d[3]),               \
+        LMC_WG_ACC4(d[4]), LMC_WG_ACC4(d[5]), LMC_WG_ACC4(d[6]), LMC_WG_ACC4(d[7])
+
 template <typename T> struct wg_op;
 #define LMC_WG_OPS(TY, PT)                                                                    \
     template <> struct wg_op<TY> {                                                            \
@@ -968,17 +978,9 @@ template <typename T> struct wg_op;
         {                                                                                     \
             asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                         \
                          "wgmma.mma_async.sync.aligned.m64n64k16.f32." PT "." PT " "          \
-                         "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,"    \
-                         "%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "         \
+                         LMC_WG_D                                                             \
                          "%32, %33, p, 1, 1, 0, 0;\n}\n"                                      \
-                         : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),        \
-                           "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),        \
-                           "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),        \
-                           "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),        \
-                           "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),        \
-                           "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),        \
-                           "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),        \
-                           "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])         \
+                         : LMC_WG_ACC(d)                                                      \
                          : "l"(da), "l"(db), "r"(acc));                                       \
         }                                                                                     \
         /* d += A B, A from registers, B from shared memory read transposed */                \
@@ -987,23 +989,18 @@ template <typename T> struct wg_op;
         {                                                                                     \
             asm volatile("{\n"                                                                \
                          "wgmma.mma_async.sync.aligned.m64n64k16.f32." PT "." PT " "          \
-                         "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,"    \
-                         "%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "         \
+                         LMC_WG_D                                                             \
                          "{%32,%33,%34,%35}, %36, 1, 1, 1, 1;\n}\n"                           \
-                         : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),        \
-                           "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),        \
-                           "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),        \
-                           "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),        \
-                           "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),        \
-                           "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),        \
-                           "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),        \
-                           "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])         \
+                         : LMC_WG_ACC(d)                                                      \
                          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));              \
         }                                                                                     \
     };
 LMC_WG_OPS(f16, "f16")
 LMC_WG_OPS(bf16, "bf16")
 #undef LMC_WG_OPS
+#undef LMC_WG_ACC
+#undef LMC_WG_ACC4
+#undef LMC_WG_D
 
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit()
