@@ -32,6 +32,59 @@ static const char help[] =
     "                      whole windows, at least one)\n"
     "Calibration default here: 128 windows of 512 tokens, as llm-awq.\n";
 
+static int awq_opt(void *ctx, const char *cmd, int argc, char **argv, int *i)
+{
+    lmc_awq_opts *o = ctx;
+    const char *a = argv[*i], *v;
+    long x;
+    if (lmc_is_opt(a, "--bits")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_int(v, 2, 8, &x)) {
+            lmc_usage_error(cmd, "--bits %s: must be an integer from 2 to 8", v);
+            return -1;
+        }
+        o->bits = (int)x;
+    } else if (lmc_is_opt(a, "--group")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_int(v, -1, 1 << 30, &x) || x == 0) {
+            lmc_usage_error(cmd, "--group %s: must be -1 or a positive integer", v);
+            return -1;
+        }
+        o->group = (int)x;
+    } else if (lmc_is_opt(a, "--grid")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_int(v, 1, 1000, &x)) {
+            lmc_usage_error(cmd, "--grid %s: must be an integer from 1 to 1000", v);
+            return -1;
+        }
+        o->grid = (int)x;
+    } else if (lmc_is_opt(a, "--search-tokens")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_int(v, 1, 1L << 40, &x)) {
+            lmc_usage_error(cmd, "--search-tokens %s: must be a positive integer", v);
+            return -1;
+        }
+        o->search_tokens = x;
+    } else if (!strcmp(a, "--sym")) {
+        o->sym = 1;
+    } else if (!strcmp(a, "--no-clip")) {
+        o->clip = 0;
+    } else if (!strcmp(a, "--no-scale")) {
+        o->scale = 0;
+    } else if (!strcmp(a, "--scale-only")) {
+        o->scale_only = 1;
+    } else if (!strcmp(a, "--sequential")) {
+        o->sequential = 1;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 int lmc_cmd_awq(int argc, char **argv)
 {
     const char *cmd = "awq";
@@ -40,67 +93,12 @@ int lmc_cmd_awq(int argc, char **argv)
     c.seqlen = 512; /* llm-awq: 128 samples x 512 tokens */
     lmc_awq_opts o;
     lmc_awq_opts_default(&o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        long x;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("%s%s", help, lmc_pass_cli_common_help);
-            cJSON_Delete(c.args);
-            return LMC_EXIT_OK;
-        }
-        if (lmc_is_opt(a, "--bits")) {
-            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
-                goto usage;
-            if (lmc_parse_int(v, 2, 8, &x)) {
-                lmc_usage_error(cmd, "--bits %s: must be an integer from 2 to 8", v);
-                goto usage;
-            }
-            o.bits = (int)x;
-        } else if (lmc_is_opt(a, "--group")) {
-            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
-                goto usage;
-            if (lmc_parse_int(v, -1, 1 << 30, &x) || x == 0) {
-                lmc_usage_error(cmd, "--group %s: must be -1 or a positive integer", v);
-                goto usage;
-            }
-            o.group = (int)x;
-        } else if (lmc_is_opt(a, "--grid")) {
-            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
-                goto usage;
-            if (lmc_parse_int(v, 1, 1000, &x)) {
-                lmc_usage_error(cmd, "--grid %s: must be an integer from 1 to 1000", v);
-                goto usage;
-            }
-            o.grid = (int)x;
-        } else if (lmc_is_opt(a, "--search-tokens")) {
-            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
-                goto usage;
-            if (lmc_parse_int(v, 1, 1L << 40, &x)) {
-                lmc_usage_error(cmd, "--search-tokens %s: must be a positive integer", v);
-                goto usage;
-            }
-            o.search_tokens = x;
-        } else if (!strcmp(a, "--sym")) {
-            o.sym = 1;
-        } else if (!strcmp(a, "--no-clip")) {
-            o.clip = 0;
-        } else if (!strcmp(a, "--no-scale")) {
-            o.scale = 0;
-        } else if (!strcmp(a, "--scale-only")) {
-            o.scale_only = 1;
-        } else if (!strcmp(a, "--sequential")) {
-            o.sequential = 1;
-        } else {
-            int r = lmc_pass_cli_opt(&c, argc, argv, &i);
-            if (r == 0)
-                lmc_usage_error(cmd, "unknown option '%s' (see 'lmc %s --help')", a, cmd);
-            if (r <= 0)
-                goto usage;
-        }
-    }
+    int rc = lmc_pass_cli_parse(&c, argc, argv, help, awq_opt, &o);
+    if (rc >= 0)
+        return rc;
     if (o.scale_only && !o.scale && !o.clip) {
-        lmc_usage_error(cmd, "--scale-only with --no-scale and --no-clip leaves nothing to do");
-        goto usage;
+        cJSON_Delete(c.args);
+        return lmc_usage_error(cmd, "--scale-only with --no-scale and --no-clip leaves nothing to do");
     }
     cJSON_AddNumberToObject(c.args, "bits", o.bits);
     cJSON_AddNumberToObject(c.args, "group", o.group);
@@ -114,7 +112,4 @@ int lmc_cmd_awq(int argc, char **argv)
     lmc_pass p;
     lmc_awq_pass(&p, &o);
     return lmc_pass_cli_run(&c, &p);
-usage:
-    cJSON_Delete(c.args);
-    return LMC_EXIT_USAGE;
 }

@@ -52,25 +52,54 @@ static int parse_quant_opt(const char *cmd, int argc, char **argv, int *i, int *
     return 0;
 }
 
+static int rtn_opt(void *ctx, const char *cmd, int argc, char **argv, int *i)
+{
+    lmc_rtn_opts *o = ctx;
+    int handled;
+    if (parse_quant_opt(cmd, argc, argv, i, &o->bits, &o->group, &o->sym, &handled) < 0)
+        return -1;
+    return handled;
+}
+
+static int gptq_opt(void *ctx, const char *cmd, int argc, char **argv, int *i)
+{
+    lmc_solver_opts *o = ctx;
+    const char *a = argv[*i], *v;
+    long x;
+    int handled;
+    if (parse_quant_opt(cmd, argc, argv, i, &o->bits, &o->group, &o->sym, &handled) < 0)
+        return -1;
+    if (handled)
+        return 1;
+    if (!strcmp(a, "--act-order")) {
+        o->act_order = 1;
+    } else if (!strcmp(a, "--static-groups")) {
+        o->static_groups = 1;
+    } else if (lmc_is_opt(a, "--damp")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_double(v, 0.0, 1e6, &o->percdamp) || o->percdamp <= 0)
+            return lmc_usage_error(cmd, "--damp %s: must be a positive number", v), -1;
+    } else if (lmc_is_opt(a, "--block")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_int(v, 1, 1 << 20, &x))
+            return lmc_usage_error(cmd, "--block %s: must be a positive integer", v), -1;
+        o->blocksize = (int)x;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 int lmc_cmd_rtn(int argc, char **argv)
 {
     lmc_pass_cli c;
     lmc_pass_cli_init(&c, "rtn");
     lmc_rtn_opts o = {4, 128, 0};
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("%s%s", rtn_help, lmc_pass_cli_common_help);
-            cJSON_Delete(c.args);
-            return LMC_EXIT_OK;
-        }
-        int h, r = parse_quant_opt("rtn", argc, argv, &i, &o.bits, &o.group, &o.sym, &h);
-        if (r < 0 || (!h && (r = lmc_pass_cli_opt(&c, argc, argv, &i)) <= 0)) {
-            if (!h && r == 0)
-                lmc_usage_error("rtn", "unknown option '%s'", argv[i]);
-            cJSON_Delete(c.args);
-            return LMC_EXIT_USAGE;
-        }
-    }
+    int rc = lmc_pass_cli_parse(&c, argc, argv, rtn_help, rtn_opt, &o);
+    if (rc >= 0)
+        return rc;
     cJSON_AddNumberToObject(c.args, "bits", o.bits);
     cJSON_AddNumberToObject(c.args, "group", o.group);
     cJSON_AddBoolToObject(c.args, "sym", o.sym);
@@ -87,51 +116,12 @@ int lmc_cmd_gptq(int argc, char **argv)
     lmc_solver_opts_default(&o);
     o.bits = 4;
     o.group = 128;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("%s%s", gptq_help, lmc_pass_cli_common_help);
-            cJSON_Delete(c.args);
-            return LMC_EXIT_OK;
-        }
-        int h, r = parse_quant_opt("gptq", argc, argv, &i, &o.bits, &o.group, &o.sym, &h);
-        if (r < 0)
-            goto usage;
-        if (h)
-            continue;
-        if (!strcmp(a, "--act-order")) {
-            o.act_order = 1;
-        } else if (!strcmp(a, "--static-groups")) {
-            o.static_groups = 1;
-        } else if (lmc_is_opt(a, "--damp")) {
-            if (!(v = lmc_opt_value("gptq", argc, argv, &i)))
-                goto usage;
-            if (lmc_parse_double(v, 0.0, 1e6, &o.percdamp) || o.percdamp <= 0) {
-                lmc_usage_error("gptq", "--damp %s: must be a positive number", v);
-                goto usage;
-            }
-        } else if (lmc_is_opt(a, "--block")) {
-            long x;
-            if (!(v = lmc_opt_value("gptq", argc, argv, &i)))
-                goto usage;
-            if (lmc_parse_int(v, 1, 1 << 20, &x)) {
-                lmc_usage_error("gptq", "--block %s: must be a positive integer", v);
-                goto usage;
-            }
-            o.blocksize = (int)x;
-        } else {
-            r = lmc_pass_cli_opt(&c, argc, argv, &i);
-            if (r < 0)
-                goto usage;
-            if (r == 0) {
-                lmc_usage_error("gptq", "unknown option '%s'", a);
-                goto usage;
-            }
-        }
-    }
+    int rc = lmc_pass_cli_parse(&c, argc, argv, gptq_help, gptq_opt, &o);
+    if (rc >= 0)
+        return rc;
     if (o.static_groups && o.group <= 0) {
-        lmc_usage_error("gptq", "--static-groups needs --group > 0");
-        goto usage;
+        cJSON_Delete(c.args);
+        return lmc_usage_error("gptq", "--static-groups needs --group > 0");
     }
     cJSON_AddNumberToObject(c.args, "bits", o.bits);
     cJSON_AddNumberToObject(c.args, "group", o.group);
@@ -143,7 +133,4 @@ int lmc_cmd_gptq(int argc, char **argv)
     lmc_pass p;
     lmc_gptq_pass(&p, &o);
     return lmc_pass_cli_run(&c, &p);
-usage:
-    cJSON_Delete(c.args);
-    return LMC_EXIT_USAGE;
 }

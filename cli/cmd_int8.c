@@ -23,6 +23,21 @@ static const char help[] =
     "\n"
     "  --threshold T       outlier threshold on |x| (default 6.0)\n";
 
+static int int8_opt(void *ctx, const char *cmd, int argc, char **argv, int *i)
+{
+    lmc_int8_opts *o = ctx;
+    const char *v;
+    if (!lmc_is_opt(argv[*i], "--threshold"))
+        return 0;
+    if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+        return -1;
+    if (lmc_parse_double(v, 0.0, 3.0e38, &o->threshold) || !(o->threshold > 0)) {
+        lmc_usage_error(cmd, "--threshold %s: must be a positive number", v);
+        return -1;
+    }
+    return 1;
+}
+
 int lmc_cmd_int8(int argc, char **argv)
 {
     const char *cmd = "int8";
@@ -32,39 +47,17 @@ int lmc_cmd_int8(int argc, char **argv)
     memset(&run, 0, sizeof run);
     lmc_int8_opts_default(&run.o);
     lmc_error err = {{0}};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("%s%s", help, lmc_pass_cli_common_help);
-            cJSON_Delete(c.args);
-            return LMC_EXIT_OK;
-        }
-        if (lmc_is_opt(a, "--threshold")) {
-            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
-                goto usage;
-            if (lmc_parse_double(v, 0.0, 3.0e38, &run.o.threshold) || !(run.o.threshold > 0)) {
-                lmc_usage_error(cmd, "--threshold %s: must be a positive number", v);
-                goto usage;
-            }
-        } else {
-            int r = lmc_pass_cli_opt(&c, argc, argv, &i);
-            if (r == 0)
-                lmc_usage_error(cmd, "unknown option '%s' (see 'lmc %s --help')", a, cmd);
-            if (r <= 0)
-                goto usage;
-        }
-    }
+    int rc = lmc_pass_cli_parse(&c, argc, argv, help, int8_opt, &run.o);
+    if (rc >= 0)
+        return rc;
     lmc_pass p;
     if (lmc_int8_pass(&p, &run, &err)) {
-        lmc_usage_error(cmd, "%s", err.msg);
-        goto usage;
+        cJSON_Delete(c.args);
+        return lmc_usage_error(cmd, "%s", err.msg);
     }
     cJSON_AddNumberToObject(c.args, "threshold", run.o.threshold);
     /* per-tensor outlier statistics travel with the arguments into the
      * container's provenance (filled while the pass runs) */
     run.record = cJSON_AddArrayToObject(c.args, "outliers");
     return lmc_pass_cli_run(&c, &p);
-usage:
-    cJSON_Delete(c.args);
-    return LMC_EXIT_USAGE;
 }

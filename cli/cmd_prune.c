@@ -40,8 +40,9 @@ static const char wanda_help[] =
     "  --inner f16|f32     encoding of the kept values (default f16)\n";
 
 /* 1 consumed, 0 not ours, -1 usage error printed. */
-static int prune_opt(const char *cmd, lmc_prune_opts *o, int argc, char **argv, int *i)
+static int prune_opt(void *ctx, const char *cmd, int argc, char **argv, int *i)
 {
+    lmc_prune_opts *o = ctx;
     const char *a = argv[*i], *v;
     lmc_error err = {{0}};
     int rc;
@@ -77,22 +78,9 @@ static int prune_cmd(const char *cmd, const char *help, prune_pass_fn make_pass,
     lmc_prune_opts o;
     lmc_prune_opts_default(&o);
     lmc_error err = {{0}};
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("%s%s", help, lmc_pass_cli_common_help);
-            cJSON_Delete(c.args);
-            return LMC_EXIT_OK;
-        }
-        int r = prune_opt(cmd, &o, argc, argv, &i);
-        if (r == 0)
-            r = lmc_pass_cli_opt(&c, argc, argv, &i);
-        if (r == 0)
-            lmc_usage_error(cmd, "unknown option '%s' (see 'lmc %s --help')", argv[i], cmd);
-        if (r <= 0) {
-            cJSON_Delete(c.args);
-            return LMC_EXIT_USAGE;
-        }
-    }
+    int rc = lmc_pass_cli_parse(&c, argc, argv, help, prune_opt, &o);
+    if (rc >= 0)
+        return rc;
     lmc_pass p;
     if (lmc_prune_opts_check(&o, &err) || make_pass(&p, &o, &err)) {
         cJSON_Delete(c.args);

@@ -23,6 +23,27 @@ static const char help[] =
     "  --no-quant          smoothing only, linears kept fp32 (a check: the\n"
     "                      result must compute the original model's function)\n";
 
+static int smoothquant_opt(void *ctx, const char *cmd, int argc, char **argv, int *i)
+{
+    lmc_smoothquant_opts *o = ctx;
+    const char *a = argv[*i], *v;
+    if (lmc_is_opt(a, "--alpha")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_double(v, 0.0, 1.0, &o->alpha)) {
+            lmc_usage_error(cmd, "--alpha %s: must be a number from 0 to 1", v);
+            return -1;
+        }
+    } else if (!strcmp(a, "--no-smooth")) {
+        o->smooth = 0;
+    } else if (!strcmp(a, "--no-quant")) {
+        o->quantize = 0;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 int lmc_cmd_smoothquant(int argc, char **argv)
 {
     const char *cmd = "smoothquant";
@@ -30,35 +51,12 @@ int lmc_cmd_smoothquant(int argc, char **argv)
     lmc_pass_cli_init(&c, cmd);
     lmc_smoothquant_opts o;
     lmc_smoothquant_opts_default(&o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("%s%s", help, lmc_pass_cli_common_help);
-            cJSON_Delete(c.args);
-            return LMC_EXIT_OK;
-        }
-        if (lmc_is_opt(a, "--alpha")) {
-            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
-                goto usage;
-            if (lmc_parse_double(v, 0.0, 1.0, &o.alpha)) {
-                lmc_usage_error(cmd, "--alpha %s: must be a number from 0 to 1", v);
-                goto usage;
-            }
-        } else if (!strcmp(a, "--no-smooth")) {
-            o.smooth = 0;
-        } else if (!strcmp(a, "--no-quant")) {
-            o.quantize = 0;
-        } else {
-            int r = lmc_pass_cli_opt(&c, argc, argv, &i);
-            if (r == 0)
-                lmc_usage_error(cmd, "unknown option '%s' (see 'lmc %s --help')", a, cmd);
-            if (r <= 0)
-                goto usage;
-        }
-    }
+    int rc = lmc_pass_cli_parse(&c, argc, argv, help, smoothquant_opt, &o);
+    if (rc >= 0)
+        return rc;
     if (!o.smooth && !o.quantize) {
-        lmc_usage_error(cmd, "--no-smooth with --no-quant would leave the model unchanged");
-        goto usage;
+        cJSON_Delete(c.args);
+        return lmc_usage_error(cmd, "--no-smooth with --no-quant would leave the model unchanged");
     }
     if (o.smooth)
         cJSON_AddNumberToObject(c.args, "alpha", o.alpha);
@@ -67,7 +65,4 @@ int lmc_cmd_smoothquant(int argc, char **argv)
     lmc_pass p;
     lmc_smoothquant_pass(&p, &o);
     return lmc_pass_cli_run(&c, &p);
-usage:
-    cJSON_Delete(c.args);
-    return LMC_EXIT_USAGE;
 }

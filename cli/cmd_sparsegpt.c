@@ -37,9 +37,17 @@ static const char help[] =
     "  --block N           columns per lazy-update block (default 128)\n";
 
 /* 1 consumed, 0 not ours, -1 usage error printed. */
-static int sgpt_opt(const char *cmd, lmc_sparsegpt_opts *o, int argc, char **argv, int *i,
-                    int *inner_set, int *quant_set)
+/* options, and which of them were given (checked together afterwards) */
+typedef struct sgpt_args {
+    lmc_sparsegpt_opts o;
+    int inner_set, quant_set;
+} sgpt_args;
+
+static int sgpt_opt(void *ctx, const char *cmd, int argc, char **argv, int *i)
 {
+    sgpt_args *sa = ctx;
+    lmc_sparsegpt_opts *o = &sa->o;
+    int *inner_set = &sa->inner_set, *quant_set = &sa->quant_set;
     const char *a = argv[*i], *v;
     lmc_error err = {{0}};
     long x;
@@ -99,44 +107,31 @@ int lmc_cmd_sparsegpt(int argc, char **argv)
     const char *cmd = "sparsegpt";
     lmc_pass_cli c;
     lmc_pass_cli_init(&c, cmd);
-    lmc_sparsegpt_opts o;
-    lmc_sparsegpt_opts_default(&o);
+    sgpt_args sa;
+    memset(&sa, 0, sizeof sa);
+    lmc_sparsegpt_opts_default(&sa.o);
     lmc_error err = {{0}};
-    int inner_set = 0, quant_set = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("%s%s", help, lmc_pass_cli_common_help);
-            cJSON_Delete(c.args);
-            return LMC_EXIT_OK;
-        }
-        int r = sgpt_opt(cmd, &o, argc, argv, &i, &inner_set, &quant_set);
-        if (r == 0)
-            r = lmc_pass_cli_opt(&c, argc, argv, &i);
-        if (r == 0)
-            lmc_usage_error(cmd, "unknown option '%s' (see 'lmc %s --help')", argv[i], cmd);
-        if (r <= 0) {
-            cJSON_Delete(c.args);
-            return LMC_EXIT_USAGE;
-        }
-    }
+    int rc = lmc_pass_cli_parse(&c, argc, argv, help, sgpt_opt, &sa);
+    if (rc >= 0)
+        return rc;
     const char *bad = NULL;
-    if (quant_set && !o.solver.bits)
+    if (sa.quant_set && !sa.o.solver.bits)
         bad = "--group and --sym need --bits";
-    else if (inner_set && o.solver.bits)
+    else if (sa.inner_set && sa.o.solver.bits)
         bad = "--inner applies to unquantized values; with --bits the kept values are integers";
     lmc_pass p;
-    if (bad || lmc_sparsegpt_pass(&p, &o, &err)) {
+    if (bad || lmc_sparsegpt_pass(&p, &sa.o, &err)) {
         cJSON_Delete(c.args);
         return lmc_usage_error(cmd, "%s", bad ? bad : err.msg);
     }
-    lmc_prune_opts_to_json(&o.prune, c.args);
-    if (o.solver.bits) {
+    lmc_prune_opts_to_json(&sa.o.prune, c.args);
+    if (sa.o.solver.bits) {
         cJSON_DeleteItemFromObject(c.args, "inner");
-        cJSON_AddNumberToObject(c.args, "bits", o.solver.bits);
-        cJSON_AddNumberToObject(c.args, "group", o.solver.group);
-        cJSON_AddBoolToObject(c.args, "sym", o.solver.sym);
+        cJSON_AddNumberToObject(c.args, "bits", sa.o.solver.bits);
+        cJSON_AddNumberToObject(c.args, "group", sa.o.solver.group);
+        cJSON_AddBoolToObject(c.args, "sym", sa.o.solver.sym);
     }
-    cJSON_AddNumberToObject(c.args, "damp", o.solver.percdamp);
-    cJSON_AddNumberToObject(c.args, "block", o.solver.blocksize);
+    cJSON_AddNumberToObject(c.args, "damp", sa.o.solver.percdamp);
+    cJSON_AddNumberToObject(c.args, "block", sa.o.solver.blocksize);
     return lmc_pass_cli_run(&c, &p);
 }

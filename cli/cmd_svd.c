@@ -26,6 +26,58 @@ static const char help[] =
     "  --alpha A           asvd exponent (default 0.5)\n"
     "  --dtype f16|f32     factor storage (default f16)\n";
 
+static int svd_opt(void *ctx, const char *cmd, int argc, char **argv, int *i)
+{
+    lmc_svd_opts *o = ctx;
+    const char *a = argv[*i], *v;
+    if (lmc_is_opt(a, "--keep")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_double(v, 0.0, 1.0, &o->keep) || !(o->keep > 0) || !(o->keep < 1)) {
+            lmc_usage_error(cmd, "--keep %s: must be a fraction between 0 and 1 (exclusive)", v);
+            return -1;
+        }
+    } else if (lmc_is_opt(a, "--rank")) {
+        long x;
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_int(v, 1, 1 << 30, &x)) {
+            lmc_usage_error(cmd, "--rank %s: must be a positive integer", v);
+            return -1;
+        }
+        o->rank = (int)x;
+    } else if (lmc_is_opt(a, "--method")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        lmc_error err;
+        if (lmc_svd_parse_method(v, &o->method, &err)) {
+            lmc_usage_error(cmd, "%s", err.msg);
+            return -1;
+        }
+    } else if (lmc_is_opt(a, "--alpha")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (lmc_parse_double(v, 0.0, 4.0, &o->alpha)) {
+            lmc_usage_error(cmd, "--alpha %s: must be a number from 0 to 4", v);
+            return -1;
+        }
+    } else if (lmc_is_opt(a, "--dtype")) {
+        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
+            return -1;
+        if (!strcmp(v, "f16")) {
+            o->dtype = LMC_ENC_F16;
+        } else if (!strcmp(v, "f32")) {
+            o->dtype = LMC_ENC_F32;
+        } else {
+            lmc_usage_error(cmd, "--dtype '%s': expected f16 or f32", v);
+            return -1;
+        }
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 int lmc_cmd_svd(int argc, char **argv)
 {
     const char *cmd = "svd";
@@ -35,68 +87,13 @@ int lmc_cmd_svd(int argc, char **argv)
     memset(&run, 0, sizeof run);
     lmc_svd_opts_default(&run.o);
     lmc_error err = {{0}};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("%s%s", help, lmc_pass_cli_common_help);
-            cJSON_Delete(c.args);
-            return LMC_EXIT_OK;
-        }
-        if (lmc_is_opt(a, "--keep")) {
-            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
-                goto usage;
-            if (lmc_parse_double(v, 0.0, 1.0, &run.o.keep) || !(run.o.keep > 0) ||
-                !(run.o.keep < 1)) {
-                lmc_usage_error(cmd, "--keep %s: must be a fraction between 0 and 1 (exclusive)",
-                                v);
-                goto usage;
-            }
-        } else if (lmc_is_opt(a, "--rank")) {
-            long x;
-            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
-                goto usage;
-            if (lmc_parse_int(v, 1, 1 << 30, &x)) {
-                lmc_usage_error(cmd, "--rank %s: must be a positive integer", v);
-                goto usage;
-            }
-            run.o.rank = (int)x;
-        } else if (lmc_is_opt(a, "--method")) {
-            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
-                goto usage;
-            if (lmc_svd_parse_method(v, &run.o.method, &err)) {
-                lmc_usage_error(cmd, "%s", err.msg);
-                goto usage;
-            }
-        } else if (lmc_is_opt(a, "--alpha")) {
-            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
-                goto usage;
-            if (lmc_parse_double(v, 0.0, 4.0, &run.o.alpha)) {
-                lmc_usage_error(cmd, "--alpha %s: must be a number from 0 to 4", v);
-                goto usage;
-            }
-        } else if (lmc_is_opt(a, "--dtype")) {
-            if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
-                goto usage;
-            if (!strcmp(v, "f16")) {
-                run.o.dtype = LMC_ENC_F16;
-            } else if (!strcmp(v, "f32")) {
-                run.o.dtype = LMC_ENC_F32;
-            } else {
-                lmc_usage_error(cmd, "--dtype '%s': expected f16 or f32", v);
-                goto usage;
-            }
-        } else {
-            int r = lmc_pass_cli_opt(&c, argc, argv, &i);
-            if (r == 0)
-                lmc_usage_error(cmd, "unknown option '%s' (see 'lmc %s --help')", a, cmd);
-            if (r <= 0)
-                goto usage;
-        }
-    }
+    int rc = lmc_pass_cli_parse(&c, argc, argv, help, svd_opt, &run.o);
+    if (rc >= 0)
+        return rc;
     lmc_pass p;
     if (lmc_svd_pass(&p, &run, &err)) {
-        lmc_usage_error(cmd, "%s", err.msg);
-        goto usage;
+        cJSON_Delete(c.args);
+        return lmc_usage_error(cmd, "%s", err.msg);
     }
     cJSON_AddStringToObject(c.args, "method", lmc_svd_method_name(run.o.method));
     if (run.o.rank > 0)
@@ -107,7 +104,4 @@ int lmc_cmd_svd(int argc, char **argv)
         cJSON_AddNumberToObject(c.args, "alpha", run.o.alpha);
     cJSON_AddStringToObject(c.args, "dtype", run.o.dtype == LMC_ENC_F16 ? "f16" : "f32");
     return lmc_pass_cli_run(&c, &p);
-usage:
-    cJSON_Delete(c.args);
-    return LMC_EXIT_USAGE;
 }

@@ -76,6 +76,30 @@ int lmc_pass_cli_opt(lmc_pass_cli *c, int argc, char **argv, int *i)
     return 1;
 }
 
+int lmc_pass_cli_parse(lmc_pass_cli *c, int argc, char **argv, const char *help,
+                       lmc_pass_opt_fn own, void *ctx)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("%s%s", help, lmc_pass_cli_common_help);
+            cJSON_Delete(c->args);
+            c->args = NULL;
+            return LMC_EXIT_OK;
+        }
+        int r = own ? own(ctx, c->cmd, argc, argv, &i) : 0;
+        if (r == 0)
+            r = lmc_pass_cli_opt(c, argc, argv, &i);
+        if (r == 0)
+            lmc_usage_error(c->cmd, "unknown option '%s'", argv[i]);
+        if (r <= 0) {
+            cJSON_Delete(c->args);
+            c->args = NULL;
+            return LMC_EXIT_USAGE;
+        }
+    }
+    return -1;
+}
+
 /* Calibration text: must exist, be non-empty and look like text. */
 static int load_calib_text(const char *path, char **text, size_t *len, lmc_error *err)
 {

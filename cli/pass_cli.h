@@ -28,6 +28,16 @@ void lmc_pass_cli_init(lmc_pass_cli *c, const char *cmd);
 int lmc_pass_cli_opt(lmc_pass_cli *c, int argc, char **argv, int *i);
 /* Help text for the common options. */
 extern const char lmc_pass_cli_common_help[];
+/* A pass's own options: consume the one at argv[*i] (return 1, with *i on
+ * its last word), decline it (0), or print a usage error (-1). */
+typedef int (*lmc_pass_opt_fn)(void *ctx, const char *cmd, int argc, char **argv, int *i);
+/* The option loop of every pass command: -h/--help prints help and the
+ * common options' help; each argument goes to own (may be NULL), then to
+ * the common options; anything else is an unknown option. Returns -1 to go
+ * on, else the exit code to return (LMC_EXIT_OK after the help,
+ * LMC_EXIT_USAGE after a usage error), c->args freed. */
+int lmc_pass_cli_parse(lmc_pass_cli *c, int argc, char **argv, const char *help,
+                       lmc_pass_opt_fn own, void *ctx);
 /* Load, calibrate (when the pass needs it), run, write. Returns an exit code.
  * Frees c->args. */
 int lmc_pass_cli_run(lmc_pass_cli *c, const lmc_pass *p);
