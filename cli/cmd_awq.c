@@ -5,6 +5,7 @@
 #include "../compress/awq.h"
 #include "cli.h"
 #include "pass_cli.h"
+#include "pass_opts.h"
 
 static const char help[] =
     "usage: lmc awq MODEL -o OUT.lmc [--bits B] [--group G] [--grid N] [--no-clip] [--sym]\n"
@@ -37,23 +38,10 @@ static int awq_opt(void *ctx, const char *cmd, int argc, char **argv, int *i)
     lmc_awq_opts *o = ctx;
     const char *a = argv[*i], *v;
     long x;
-    if (lmc_is_opt(a, "--bits")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        if (lmc_parse_int(v, 2, 8, &x)) {
-            lmc_usage_error(cmd, "--bits %s: must be an integer from 2 to 8", v);
-            return -1;
-        }
-        o->bits = (int)x;
-    } else if (lmc_is_opt(a, "--group")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        if (lmc_parse_int(v, -1, 1 << 30, &x) || x == 0) {
-            lmc_usage_error(cmd, "--group %s: must be -1 or a positive integer", v);
-            return -1;
-        }
-        o->group = (int)x;
-    } else if (lmc_is_opt(a, "--grid")) {
+    int r = lmc_quant_cli_opt(cmd, argc, argv, i, &o->bits, &o->group, &o->sym);
+    if (r != 0)
+        return r;
+    if (lmc_is_opt(a, "--grid")) {
         if (!(v = lmc_opt_value(cmd, argc, argv, i)))
             return -1;
         if (lmc_parse_int(v, 1, 1000, &x)) {
@@ -69,8 +57,6 @@ static int awq_opt(void *ctx, const char *cmd, int argc, char **argv, int *i)
             return -1;
         }
         o->search_tokens = x;
-    } else if (!strcmp(a, "--sym")) {
-        o->sym = 1;
     } else if (!strcmp(a, "--no-clip")) {
         o->clip = 0;
     } else if (!strcmp(a, "--no-scale")) {

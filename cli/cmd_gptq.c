@@ -5,6 +5,7 @@
 #include "../compress/quant_passes.h"
 #include "cli.h"
 #include "pass_cli.h"
+#include "pass_opts.h"
 
 static const char rtn_help[] =
     "usage: lmc rtn MODEL -o OUT.lmc [--bits B] [--group G] [--sym]\n"
@@ -26,69 +27,27 @@ static const char gptq_help[] =
     "                      with a warning while H is not positive definite\n"
     "  --block N           columns per lazy-update block (default 128)\n";
 
-static int parse_quant_opt(const char *cmd, int argc, char **argv, int *i, int *bits,
-                           int *group, int *sym, int *handled)
-{
-    const char *a = argv[*i], *v;
-    long x;
-    *handled = 1;
-    if (lmc_is_opt(a, "--bits")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        if (lmc_parse_int(v, 2, 8, &x))
-            return lmc_usage_error(cmd, "--bits %s: must be an integer from 2 to 8", v), -1;
-        *bits = (int)x;
-    } else if (lmc_is_opt(a, "--group")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        if (lmc_parse_int(v, -1, 1 << 30, &x) || x == 0)
-            return lmc_usage_error(cmd, "--group %s: must be -1 or a positive integer", v), -1;
-        *group = (int)x;
-    } else if (!strcmp(a, "--sym")) {
-        *sym = 1;
-    } else {
-        *handled = 0;
-    }
-    return 0;
-}
-
 static int rtn_opt(void *ctx, const char *cmd, int argc, char **argv, int *i)
 {
     lmc_rtn_opts *o = ctx;
-    int handled;
-    if (parse_quant_opt(cmd, argc, argv, i, &o->bits, &o->group, &o->sym, &handled) < 0)
-        return -1;
-    return handled;
+    return lmc_quant_cli_opt(cmd, argc, argv, i, &o->bits, &o->group, &o->sym);
 }
 
 static int gptq_opt(void *ctx, const char *cmd, int argc, char **argv, int *i)
 {
     lmc_solver_opts *o = ctx;
-    const char *a = argv[*i], *v;
-    long x;
-    int handled;
-    if (parse_quant_opt(cmd, argc, argv, i, &o->bits, &o->group, &o->sym, &handled) < 0)
-        return -1;
-    if (handled)
-        return 1;
-    if (!strcmp(a, "--act-order")) {
+    const char *a = argv[*i];
+    int r = lmc_quant_cli_opt(cmd, argc, argv, i, &o->bits, &o->group, &o->sym);
+    if (r == 0)
+        r = lmc_solver_cli_opt(cmd, argc, argv, i, &o->percdamp, &o->blocksize);
+    if (r != 0)
+        return r;
+    if (!strcmp(a, "--act-order"))
         o->act_order = 1;
-    } else if (!strcmp(a, "--static-groups")) {
+    else if (!strcmp(a, "--static-groups"))
         o->static_groups = 1;
-    } else if (lmc_is_opt(a, "--damp")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        if (lmc_parse_double(v, 0.0, 1e6, &o->percdamp) || o->percdamp <= 0)
-            return lmc_usage_error(cmd, "--damp %s: must be a positive number", v), -1;
-    } else if (lmc_is_opt(a, "--block")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        if (lmc_parse_int(v, 1, 1 << 20, &x))
-            return lmc_usage_error(cmd, "--block %s: must be a positive integer", v), -1;
-        o->blocksize = (int)x;
-    } else {
+    else
         return 0;
-    }
     return 1;
 }
 

@@ -7,6 +7,7 @@
 #include "../compress/prune.h"
 #include "cli.h"
 #include "pass_cli.h"
+#include "pass_opts.h"
 
 static const char magnitude_help[] =
     "usage: lmc magnitude MODEL -o OUT.lmc (--sparsity P | --nm N:M) [options]\n"
@@ -39,33 +40,9 @@ static const char wanda_help[] =
     "                      divide every input width)\n"
     "  --inner f16|f32     encoding of the kept values (default f16)\n";
 
-/* 1 consumed, 0 not ours, -1 usage error printed. */
 static int prune_opt(void *ctx, const char *cmd, int argc, char **argv, int *i)
 {
-    lmc_prune_opts *o = ctx;
-    const char *a = argv[*i], *v;
-    lmc_error err = {{0}};
-    int rc;
-    if (lmc_is_opt(a, "--sparsity")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        rc = lmc_prune_parse_sparsity(v, &o->sparsity, &err);
-    } else if (lmc_is_opt(a, "--nm")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        rc = lmc_prune_parse_nm(v, &o->n, &o->m, &err);
-    } else if (lmc_is_opt(a, "--inner")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        rc = lmc_prune_parse_inner(v, &o->inner, &err);
-    } else {
-        return 0;
-    }
-    if (rc) {
-        lmc_usage_error(cmd, "%s", err.msg);
-        return -1;
-    }
-    return 1;
+    return lmc_prune_cli_opt(cmd, argc, argv, i, ctx);
 }
 
 typedef int (*prune_pass_fn)(lmc_pass *p, const lmc_prune_opts *o, lmc_error *err);

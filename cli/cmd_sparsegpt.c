@@ -8,6 +8,7 @@
 #include "../compress/sparsegpt.h"
 #include "cli.h"
 #include "pass_cli.h"
+#include "pass_opts.h"
 
 static const char help[] =
     "usage: lmc sparsegpt MODEL -o OUT.lmc (--sparsity P | --nm N:M) [options]\n"
@@ -36,7 +37,6 @@ static const char help[] =
     "                      x10 with a warning while H is not positive definite\n"
     "  --block N           columns per lazy-update block (default 128)\n";
 
-/* 1 consumed, 0 not ours, -1 usage error printed. */
 /* options, and which of them were given (checked together afterwards) */
 typedef struct sgpt_args {
     lmc_sparsegpt_opts o;
@@ -46,60 +46,19 @@ typedef struct sgpt_args {
 static int sgpt_opt(void *ctx, const char *cmd, int argc, char **argv, int *i)
 {
     sgpt_args *sa = ctx;
-    lmc_sparsegpt_opts *o = &sa->o;
-    int *inner_set = &sa->inner_set, *quant_set = &sa->quant_set;
-    const char *a = argv[*i], *v;
-    lmc_error err = {{0}};
-    long x;
-    int rc = 0;
-    if (lmc_is_opt(a, "--sparsity")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        rc = lmc_prune_parse_sparsity(v, &o->prune.sparsity, &err);
-    } else if (lmc_is_opt(a, "--nm")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        rc = lmc_prune_parse_nm(v, &o->prune.n, &o->prune.m, &err);
-    } else if (lmc_is_opt(a, "--inner")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        rc = lmc_prune_parse_inner(v, &o->prune.inner, &err);
-        *inner_set = 1;
-    } else if (lmc_is_opt(a, "--bits")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        if (lmc_parse_int(v, 2, 8, &x))
-            return lmc_usage_error(cmd, "--bits %s: must be an integer from 2 to 8", v), -1;
-        o->solver.bits = (int)x;
-    } else if (lmc_is_opt(a, "--group")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        if (lmc_parse_int(v, -1, 1 << 30, &x) || x == 0)
-            return lmc_usage_error(cmd, "--group %s: must be -1 or a positive integer", v), -1;
-        o->solver.group = (int)x;
-        *quant_set = 1;
-    } else if (!strcmp(a, "--sym")) {
-        o->solver.sym = 1;
-        *quant_set = 1;
-    } else if (lmc_is_opt(a, "--damp")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        if (lmc_parse_double(v, 0.0, 1e6, &o->solver.percdamp) || o->solver.percdamp <= 0)
-            return lmc_usage_error(cmd, "--damp %s: must be a positive number", v), -1;
-    } else if (lmc_is_opt(a, "--block")) {
-        if (!(v = lmc_opt_value(cmd, argc, argv, i)))
-            return -1;
-        if (lmc_parse_int(v, 1, 1 << 20, &x))
-            return lmc_usage_error(cmd, "--block %s: must be a positive integer", v), -1;
-        o->solver.blocksize = (int)x;
-    } else {
-        return 0;
+    lmc_solver_opts *so = &sa->o.solver;
+    const char *a = argv[*i];
+    int r = lmc_prune_cli_opt(cmd, argc, argv, i, &sa->o.prune);
+    if (r > 0 && lmc_is_opt(a, "--inner"))
+        sa->inner_set = 1;
+    if (r == 0) {
+        r = lmc_quant_cli_opt(cmd, argc, argv, i, &so->bits, &so->group, &so->sym);
+        if (r > 0 && (lmc_is_opt(a, "--group") || !strcmp(a, "--sym")))
+            sa->quant_set = 1;
     }
-    if (rc) {
-        lmc_usage_error(cmd, "%s", err.msg);
-        return -1;
-    }
-    return 1;
+    if (r == 0)
+        r = lmc_solver_cli_opt(cmd, argc, argv, i, &so->percdamp, &so->blocksize);
+    return r;
 }
 
 int lmc_cmd_sparsegpt(int argc, char **argv)
