@@ -1,17 +1,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "driver.h"
+#include "../core/clock.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Observer wrapper that also measures the time spent in statistics. */
 typedef struct timed_obs {
@@ -23,9 +16,9 @@ static void observe_timed(void *ctx, int layer, lmc_site site, const float *x, i
                           int64_t dim)
 {
     timed_obs *t = ctx;
-    double t0 = now();
+    double t0 = lmc_now();
     lmc_block_stats_observe(t->stats, layer, site, x, ntok, dim);
-    t->seconds += now() - t0;
+    t->seconds += lmc_now() - t0;
 }
 
 int lmc_pass_load_linear(const lmc_pass_ctx *ctx, const char *role, float **w, int64_t *rows,
@@ -60,7 +53,7 @@ int lmc_driver_run(lmc_model *m, const lmc_pass *p, const lmc_windows *win,
     lmc_block_stats stats;
     memset(&stats, 0, sizeof stats);
     cJSON *report = cJSON_CreateArray();
-    double t_fwd = 0, t_pass = 0, t_start = now();
+    double t_fwd = 0, t_pass = 0, t_start = lmc_now();
     timed_obs tobs = {&stats, 0};
     if (!blocks || !report) {
         lmc_fail(err, "out of memory");
@@ -108,7 +101,7 @@ int lmc_driver_run(lmc_model *m, const lmc_pass *p, const lmc_windows *win,
         if (lmc_weights_prepare_block(m, layer, bw, err))
             goto out;
         size_t per = calibrated ? (size_t)win->seqlen * hid : 0;
-        double t0 = now();
+        double t0 = lmc_now();
         if (calibrated) {
             lmc_block_stats_reset(&stats);
             for (int k = 0; k < win->n; k++) {
@@ -119,7 +112,7 @@ int lmc_driver_run(lmc_model *m, const lmc_pass *p, const lmc_windows *win,
             }
             lmc_block_stats_finish(&stats);
         }
-        double t1 = now();
+        double t1 = lmc_now();
         lmc_pass_ctx ctx = {
             .model = m, .w = &w, .layer = layer, .bw = bw,
             .stats = calibrated ? &stats : NULL,
@@ -132,7 +125,7 @@ int lmc_driver_run(lmc_model *m, const lmc_pass *p, const lmc_windows *win,
             lmc_fail_prefix(err, pre);
             goto out;
         }
-        double t2 = now();
+        double t2 = lmc_now();
         if (calibrated) {
             /* Next block's inputs come from the compressed block. */
             if (lmc_weights_prepare_block(m, layer, bw, err))
@@ -142,7 +135,7 @@ int lmc_driver_run(lmc_model *m, const lmc_pass *p, const lmc_windows *win,
                                       NULL, NULL, err))
                     goto out;
         }
-        double t3 = now();
+        double t3 = lmc_now();
         t_fwd += (t1 - t0) + (t3 - t2);
         t_pass += t2 - t1;
         lmc_block_w_release(bw);
@@ -160,7 +153,7 @@ out:
         cJSON_AddNumberToObject(sec, "forward", t_fwd - tobs.seconds);
         cJSON_AddNumberToObject(sec, "statistics", tobs.seconds);
         cJSON_AddNumberToObject(sec, "solve", t_pass);
-        cJSON_AddNumberToObject(sec, "total", now() - t_start);
+        cJSON_AddNumberToObject(sec, "total", lmc_now() - t_start);
         /* every window goes through every block twice (statistics, then the
          * compressed block): tokens/s of one full-model forward equivalent */
         if (calibrated && t_fwd - tobs.seconds > 0)

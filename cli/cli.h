@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "../core/clock.h" /* lmc_now */
 #include "../core/error.h"
 
 #define LMC_EXIT_OK 0
@@ -36,6 +37,5 @@ int lmc_is_opt(const char *arg, const char *opt);
 extern int lmc_quiet;
 void lmc_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-double lmc_now(void); /* monotonic seconds */
 
 #endif

@@ -6,8 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "../core/clock.h"
 #include "../core/half.h"
 #include "../eval/forward_ops.h"
 #include "../eval/weights.h"
@@ -19,13 +19,6 @@
 #else
 #define AWQ_O3
 #endif
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void lmc_awq_opts_default(lmc_awq_opts *o)
 {
@@ -677,7 +670,7 @@ static int awq_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
 {
     const lmc_awq_opts *o = p->opts;
     const lmc_config *c = &ctx->model->cfg;
-    double t0 = now();
+    double t0 = lmc_now();
     awq_blk b;
     memset(&b, 0, sizeof b);
     lmc_fold_group g[4];
@@ -785,7 +778,7 @@ static int awq_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
     lmc_enc_id enc = o->scale_only ? LMC_ENC_F16 : o->sequential ? LMC_ENC_QGROUP : LMC_ENC_F32;
     for (int r = 0; r < R_N; r++)
         if (rep[r])
-            cJSON_AddNumberToObject(rep[r], "seconds", now() - t0);
+            cJSON_AddNumberToObject(rep[r], "seconds", lmc_now() - t0);
     if (store_block(ctx, &b, g, ng, gr, o, enc, rep, err))
         goto out;
     rc = 0;

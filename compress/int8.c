@@ -6,16 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "../core/clock.h"
 #include "../core/int8.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void lmc_int8_opts_default(lmc_int8_opts *o) { o->threshold = 6.0; }
 
@@ -42,7 +35,7 @@ int lmc_int8_outlier_columns(const double *abs_max, int64_t cols, double thresho
 static int int8_one(lmc_int8_run *run, lmc_pass_ctx *ctx, const lmc_linear_desc *d,
                     lmc_error *err)
 {
-    double t0 = now();
+    double t0 = lmc_now();
     char name[64];
     snprintf(name, sizeof name, "blk.%d.%s.weight", ctx->layer, d->role);
     float *w = NULL, *back = NULL;
@@ -114,7 +107,7 @@ static int int8_one(lmc_int8_run *run, lmc_pass_ctx *ctx, const lmc_linear_desc 
     cJSON_AddNumberToObject(o, "act_absmax", amax);
     cJSON_AddNumberToObject(o, "act_absmax_int8", amax_in);
     cJSON_AddNumberToObject(o, "rel_error", den > 0 ? sqrt(num / den) : 0);
-    cJSON_AddNumberToObject(o, "seconds", now() - t0);
+    cJSON_AddNumberToObject(o, "seconds", lmc_now() - t0);
     cJSON_AddItemToArray(ctx->report, o);
     if (run->record) {
         cJSON *r = cJSON_CreateObject();

@@ -3,17 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "rtn.h"
 #include "sparsegpt.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "../core/clock.h"
 
 int lmc_quant_opts_check(int bits, int group, lmc_error *err)
 {
@@ -111,7 +104,7 @@ static int rtn_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
     lmc_linear_desc lin[8];
     int nl = lmc_block_linears(&ctx->model->cfg, lin);
     for (int i = 0; i < nl; i++) {
-        double t0 = now();
+        double t0 = lmc_now();
         float *w = NULL;
         uint8_t *mask = NULL;
         int64_t rows, cols;
@@ -130,7 +123,7 @@ static int rtn_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
         lmc_qresult_free(&q);
         if (rc)
             return -1;
-        report_add(ctx, lin[i].role, 0.0, now() - t0, NULL);
+        report_add(ctx, lin[i].role, 0.0, lmc_now() - t0, NULL);
     }
     return 0;
 }
@@ -198,7 +191,7 @@ static int gptq_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
     memset(&bh, 0, sizeof bh);
     int rc = 0;
     for (int i = 0; i < nl && !rc; i++) {
-        double t0 = now();
+        double t0 = lmc_now();
         lmc_solver_opts o = *(const lmc_solver_opts *)p->opts;
         warn_ctx wc = {ctx, lin[i].role};
         o.warn = on_warn;
@@ -226,7 +219,7 @@ static int gptq_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
         if (!rc)
             rc = lmc_store_quantized(ctx->model, ctx->layer, lin[i].role, &r.q, mask, err);
         if (!rc)
-            report_add(ctx, lin[i].role, r.loss, now() - t0, &r);
+            report_add(ctx, lin[i].role, r.loss, lmc_now() - t0, &r);
         lmc_solver_result_free(&r);
         free(w);
         free(mask);

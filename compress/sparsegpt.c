@@ -5,17 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "../core/clock.h"
 #include "../core/sparse.h"
 #include "quant_passes.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void lmc_sparsegpt_opts_default(lmc_sparsegpt_opts *o)
 {
@@ -169,7 +162,7 @@ static int prune_unit(const lmc_sparsegpt_opts *so, lmc_pass_ctx *ctx,
                       const lmc_linear_desc *lin, int cnt, const lmc_hinv *hv, float *W,
                       const int64_t *rows, int64_t cols, lmc_error *err)
 {
-    double t0 = now();
+    double t0 = lmc_now();
     int64_t R = 0;
     for (int j = 0; j < cnt; j++)
         R += rows[j];
@@ -211,7 +204,7 @@ static int prune_unit(const lmc_sparsegpt_opts *so, lmc_pass_ctx *ctx,
         for (size_t i = 0; i < total; i++)
             keep[i] = !r.mask[i];
     }
-    double secs = now() - t0;
+    double secs = lmc_now() - t0;
     int64_t r0 = 0;
     for (int j = 0; j < cnt && !rc; r0 += rows[j], j++) {
         char name[64];

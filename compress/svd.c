@@ -9,17 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "../core/clock.h"
 #include "../core/lowrank.h"
 #include "../eval/weights.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void lmc_svd_opts_default(lmc_svd_opts *o)
 {
@@ -311,7 +304,7 @@ static int svd_one(lmc_svd_run *run, lmc_pass_ctx *ctx, const lmc_linear_desc *d
                    lmc_error *err)
 {
     const lmc_svd_opts *o = &run->o;
-    double t0 = now();
+    double t0 = lmc_now();
     char name[64];
     snprintf(name, sizeof name, "blk.%d.%s.weight", ctx->layer, d->role);
     float *w = NULL, *A = NULL, *B = NULL, *back = NULL;
@@ -333,7 +326,7 @@ static int svd_one(lmc_svd_run *run, lmc_pass_ctx *ctx, const lmc_linear_desc *d
         cJSON_AddNumberToObject(rep, "rank", 0);
         cJSON_AddBoolToObject(rep, "dense", 1);
         cJSON_AddNumberToObject(rep, "kept_fraction", 1.0);
-        cJSON_AddNumberToObject(rep, "seconds", now() - t0);
+        cJSON_AddNumberToObject(rep, "seconds", lmc_now() - t0);
         cJSON_AddItemToArray(ctx->report, rep);
         free(w);
         return 0;
@@ -407,7 +400,7 @@ static int svd_one(lmc_svd_run *run, lmc_pass_ctx *ctx, const lmc_linear_desc *d
             ctx->warnings++;
         }
     }
-    cJSON_AddNumberToObject(rep, "seconds", now() - t0);
+    cJSON_AddNumberToObject(rep, "seconds", lmc_now() - t0);
     rc = 0;
 out:
     if (rc == 0) {

@@ -46,12 +46,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <algorithm>
 #include <type_traits>
 #include <vector>
 
+extern "C" { /* C */
+#include "../core/clock.h"
+}
 #include "cuda_check.h"
 #include "forward_cuda_dev.h"
 #include "gemm_cuda.h"
@@ -1002,7 +1004,10 @@ LMC_WG_OPS(bf16, "bf16")
 #undef LMC_WG_ACC4
 #undef LMC_WG_D
 
-__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_fence()
+{
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
 __device__ __forceinline__ void wg_commit()
 {
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
@@ -1762,13 +1767,6 @@ static int put_ids(lmc_cu *cu, const int32_t *ids, const int32_t *targets, int n
     return 0;
 }
 
-static double host_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Captures the NLL forward of nwin windows of S tokens into cu->graph. */
 static int capture_forward(lmc_cu *cu, int nwin, int S, lmc_error *err)
 {
@@ -1800,7 +1798,7 @@ static int capture_forward(lmc_cu *cu, int nwin, int S, lmc_error *err)
  * replay the graph: one launch instead of ~10 per layer. */
 static int run_nll_forward(lmc_cu *cu, int nwin, int S, lmc_error *err)
 {
-    double t0 = cu->prof ? host_now() : 0;
+    double t0 = cu->prof ? lmc_now() : 0;
     if (cu->use_graph && cu->graph && cu->graph_nwin == nwin && cu->graph_S == S) {
         CUDA_OK(cudaGraphLaunch(cu->graph, cu->st), "graph launch");
     } else {
@@ -1819,7 +1817,7 @@ static int run_nll_forward(lmc_cu *cu, int nwin, int S, lmc_error *err)
         }
     }
     if (cu->prof)
-        cu->host_ms += (host_now() - t0) * 1e3;
+        cu->host_ms += (lmc_now() - t0) * 1e3;
     return 0;
 }
 
