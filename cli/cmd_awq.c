@@ -84,7 +84,8 @@ int lmc_cmd_awq(int argc, char **argv)
         return rc;
     if (o.scale_only && !o.scale && !o.clip) {
         cJSON_Delete(c.args);
-        return lmc_usage_error(cmd, "--scale-only with --no-scale and --no-clip leaves nothing to do");
+        return lmc_usage_error(cmd,
+                               "--scale-only with --no-scale and --no-clip leaves nothing to do");
     }
     cJSON_AddNumberToObject(c.args, "bits", o.bits);
     cJSON_AddNumberToObject(c.args, "group", o.group);

@@ -10,8 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "../core/clock.h"
 #include "../core/half.h"
 #include "forward_cuda_dev.h"
 #include "forward_ops.h"
@@ -76,21 +76,6 @@ static void dims_of(const lmc_config *c, int pos_rows, int tied, lmc_cu_dims *d)
 int lmc_cuda_available(char *name, size_t name_len, lmc_error *err)
 {
     return lmc_cu_device(name, name_len, err);
-}
-
-static int check_shape(const lmc_tensor *t, int64_t rows, int64_t cols, lmc_error *err)
-{
-    if (cols == 1) { /* a vector: accept [n] and [n, 1] */
-        if (t_rows(t) == rows && t_cols(t) == 1)
-            return 0;
-        return lmc_fail(err, "tensor %s: shape [%lld, %lld], expected [%lld] from the config",
-                        t->name, (long long)t_rows(t), (long long)t_cols(t), (long long)rows);
-    }
-    if (t->ndim == 2 && t_rows(t) == rows && t_cols(t) == cols)
-        return 0;
-    return lmc_fail(err, "tensor %s: shape [%lld, %lld], expected [%lld, %lld] from the config",
-                    t->name, (long long)t_rows(t), (long long)t_cols(t), (long long)rows,
-                    (long long)cols);
 }
 
 /* Matrix tensor t into slot `which` at element offset off: fp32/fp16/bf16
@@ -169,7 +154,7 @@ static int load_vec(lmc_cuda_model *cm, const lmc_model *m, const char *name, in
     const lmc_tensor *t = lmc_model_find(m, name);
     if (!t)
         return required ? lmc_fail(err, "%s: tensor %s is missing", model_name(m), name) : 0;
-    if (check_shape(t, n, 1, err) < 0)
+    if (lmc_tensor_expect_shape(t, n, 1, err) < 0)
         return -1;
     return put_vector(cm, t, which, layer, 0, err);
 }
@@ -188,14 +173,14 @@ static int load_linears(lmc_cuda_model *cm, const lmc_model *m, int layer,
         const lmc_tensor *t = lmc_model_find(m, wn);
         if (!t)
             return lmc_fail(err, "%s: tensor %s is missing", model_name(m), wn);
-        if (check_shape(t, outs[i], in, err) < 0 ||
+        if (lmc_tensor_expect_shape(t, outs[i], in, err) < 0 ||
             put_matrix(cm, t, wslot, layer, (size_t)(row * in), err) < 0)
             return -1;
         /* a stored bias is used even when the config does not announce it */
         const lmc_tensor *bt = lmc_model_find(m, bn);
         if (!bt && bias_required)
             return lmc_fail(err, "%s: tensor %s is missing", model_name(m), bn);
-        if (bt && (check_shape(bt, outs[i], 1, err) < 0 ||
+        if (bt && (lmc_tensor_expect_shape(bt, outs[i], 1, err) < 0 ||
                    put_vector(cm, bt, bslot, layer, (size_t)row, err) < 0))
             return -1;
         row += outs[i];
@@ -211,7 +196,8 @@ static int load_weights(lmc_cuda_model *cm, const lmc_model *m, lmc_error *err)
     const lmc_tensor *t = lmc_model_find(m, "embed.weight");
     if (!t)
         return lmc_fail(err, "%s: tensor embed.weight is missing", model_name(m));
-    if (check_shape(t, c->vocab, H, err) < 0 || put_matrix(cm, t, LMC_CU_EMBED, 0, 0, err) < 0)
+    if (lmc_tensor_expect_shape(t, c->vocab, H, err) < 0 ||
+        put_matrix(cm, t, LMC_CU_EMBED, 0, 0, err) < 0)
         return -1;
     if (c->arch != LMC_ARCH_LLAMA) {
         const lmc_tensor *pt = lmc_model_find(m, "pos_embed.weight");
@@ -223,7 +209,7 @@ static int load_weights(lmc_cuda_model *cm, const lmc_model *m, lmc_error *err)
          load_vec(cm, m, "final_norm.bias", H, 0, LMC_CU_FINAL_NORM_B, 0, err) < 0))
         return -1;
     const lmc_tensor *ht = lmc_model_find(m, "head.weight");
-    if (ht && (check_shape(ht, c->vocab, H, err) < 0 ||
+    if (ht && (lmc_tensor_expect_shape(ht, c->vocab, H, err) < 0 ||
                put_matrix(cm, ht, LMC_CU_HEAD, 0, 0, err) < 0))
         return -1;
     for (int l = 0; l < c->n_layers; l++) {
@@ -389,41 +375,22 @@ fail:
     return -1;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int lmc_cuda_perplexity(lmc_cuda_model *cm, const int32_t *ids, int64_t n, const lmc_ppl_opts *o,
                         lmc_ppl_result *r, lmc_error *err)
 {
     const char *src = o->source ? o->source : "input";
     memset(r, 0, sizeof *r);
-    if (o->seqlen < 2)
-        return lmc_fail(err, "sequence length %d: need at least 2 tokens per window", o->seqlen);
-    if (n < o->seqlen)
-        return lmc_fail(err, "%s: %lld tokens, fewer than one window of %d", src, (long long)n,
-                        o->seqlen);
+    int64_t nw;
+    if (lmc_ppl_begin(ids, n, cm->cfg.vocab, o, &nw, err) < 0)
+        return -1;
     if (o->seqlen > cm->max_tokens)
         return lmc_fail(err, "windows of %d tokens: the device buffers hold %d tokens",
                         o->seqlen, cm->max_tokens);
-    int64_t nw = n / o->seqlen;
-    if (o->max_windows > 0 && o->max_windows < nw)
-        nw = o->max_windows;
-    /* every id first: a bad id at the end should not cost a whole run */
-    int vocab = cm->cfg.vocab;
-    for (int64_t i = 0; i < nw * o->seqlen; i++)
-        if (ids[i] < 0 || ids[i] >= vocab)
-            return lmc_fail(err, "%s: token id %d at position %lld is outside the model's "
-                                 "vocabulary of %d",
-                            src, (int)ids[i], (long long)i, vocab);
     int S = o->seqlen, per = cm->max_tokens / S;
     double *wn = malloc((size_t)per * sizeof *wn);
     if (!wn)
         return lmc_fail(err, "out of memory");
-    double total = 0, t0 = now_s();
+    double total = 0, t0 = lmc_now();
     for (int64_t k = 0; k < nw; k += per) {
         int nb = nw - k < per ? (int)(nw - k) : per;
         if (windows_nll(cm, ids + k * S, nb, S, wn, err) < 0) {
@@ -442,20 +409,10 @@ int lmc_cuda_perplexity(lmc_cuda_model *cm, const int32_t *ids, int64_t n, const
             total += wn[i];
         }
         if (o->progress)
-            o->progress(o->progress_ctx, k + nb, nw, now_s() - t0);
+            o->progress(o->progress_ctx, k + nb, nw, lmc_now() - t0);
     }
     free(wn);
-    r->seconds = now_s() - t0;
-    r->tokens = n;
-    r->windows = nw;
-    r->scored = nw * (int64_t)(S - 1);
-    r->nll = total;
-    r->ppl = exp(total / (double)r->scored);
-    r->tokens_per_second = r->seconds > 0 ? (double)(nw * S) / r->seconds : 0;
-    if (!isfinite(r->ppl))
-        return lmc_fail(err, "%s: perplexity is not finite (mean NLL %g)", src,
-                        total / (double)r->scored);
-    return 0;
+    return lmc_ppl_end(n, nw, total, lmc_now() - t0, o, r, err);
 }
 
 int lmc_cuda_forward_block(lmc_cuda_model *cm, int layer, float *x, int n, lmc_error *err)

@@ -4,66 +4,74 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "../core/clock.h"
 #include "../core/fileio.h"
 #include "forward.h"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-int lmc_perplexity(const lmc_weights *w, const int32_t *ids, int64_t n, const lmc_ppl_opts *o,
-                   lmc_ppl_result *r, lmc_error *err)
+int lmc_ppl_begin(const int32_t *ids, int64_t n, int vocab, const lmc_ppl_opts *o, int64_t *nw,
+                  lmc_error *err)
 {
     const char *src = o->source ? o->source : "input";
-    memset(r, 0, sizeof *r);
     if (o->seqlen < 2)
         return lmc_fail(err, "sequence length %d: need at least 2 tokens per window", o->seqlen);
     if (n < o->seqlen)
         return lmc_fail(err, "%s: %lld tokens, fewer than one window of %d", src, (long long)n,
                         o->seqlen);
-    int64_t nw = n / o->seqlen;
-    if (o->max_windows > 0 && o->max_windows < nw)
-        nw = o->max_windows;
+    *nw = n / o->seqlen;
+    if (o->max_windows > 0 && o->max_windows < *nw)
+        *nw = o->max_windows;
     /* every id first: a bad id at the end should not cost a whole run */
-    int vocab = w->cfg->vocab;
-    for (int64_t i = 0; i < nw * o->seqlen; i++)
+    for (int64_t i = 0; i < *nw * o->seqlen; i++)
         if (ids[i] < 0 || ids[i] >= vocab)
             return lmc_fail(err, "%s: token id %d at position %lld is outside the model's "
                                  "vocabulary of %d",
                             src, (int)ids[i], (long long)i, vocab);
-    lmc_scratch *s = lmc_scratch_new(w->cfg, o->seqlen);
-    if (!s)
-        return lmc_fail(err, "out of memory for windows of %d tokens", o->seqlen);
-    double total = 0, t0 = now_s();
-    for (int64_t k = 0; k < nw; k++) {
-        double nll;
-        if (lmc_forward_window_nll(w, ids + k * o->seqlen, o->seqlen, s, &nll, NULL, err) < 0) {
-            lmc_scratch_free(s);
-            char pre[600];
-            snprintf(pre, sizeof pre, "%s, window %lld", src, (long long)k);
-            return lmc_fail_prefix(err, pre);
-        }
-        total += nll;
-        if (o->progress)
-            o->progress(o->progress_ctx, k + 1, nw, now_s() - t0);
-    }
-    lmc_scratch_free(s);
-    r->seconds = now_s() - t0;
+    return 0;
+}
+
+int lmc_ppl_end(int64_t n, int64_t nw, double total, double seconds, const lmc_ppl_opts *o,
+                lmc_ppl_result *r, lmc_error *err)
+{
+    r->seconds = seconds;
     r->tokens = n;
     r->windows = nw;
     r->scored = nw * (int64_t)(o->seqlen - 1);
     r->nll = total;
     r->ppl = exp(total / (double)r->scored);
-    r->tokens_per_second = r->seconds > 0 ? (double)(nw * o->seqlen) / r->seconds : 0;
+    r->tokens_per_second = seconds > 0 ? (double)(nw * o->seqlen) / seconds : 0;
     if (!isfinite(r->ppl))
-        return lmc_fail(err, "%s: perplexity is not finite (mean NLL %g)", src,
-                        total / (double)r->scored);
+        return lmc_fail(err, "%s: perplexity is not finite (mean NLL %g)",
+                        o->source ? o->source : "input", total / (double)r->scored);
     return 0;
+}
+
+int lmc_perplexity(const lmc_weights *w, const int32_t *ids, int64_t n, const lmc_ppl_opts *o,
+                   lmc_ppl_result *r, lmc_error *err)
+{
+    memset(r, 0, sizeof *r);
+    int64_t nw;
+    if (lmc_ppl_begin(ids, n, w->cfg->vocab, o, &nw, err) < 0)
+        return -1;
+    lmc_scratch *s = lmc_scratch_new(w->cfg, o->seqlen);
+    if (!s)
+        return lmc_fail(err, "out of memory for windows of %d tokens", o->seqlen);
+    double total = 0, t0 = lmc_now();
+    for (int64_t k = 0; k < nw; k++) {
+        double nll;
+        if (lmc_forward_window_nll(w, ids + k * o->seqlen, o->seqlen, s, &nll, NULL, err) < 0) {
+            lmc_scratch_free(s);
+            char pre[600];
+            snprintf(pre, sizeof pre, "%s, window %lld", o->source ? o->source : "input",
+                     (long long)k);
+            return lmc_fail_prefix(err, pre);
+        }
+        total += nll;
+        if (o->progress)
+            o->progress(o->progress_ctx, k + 1, nw, lmc_now() - t0);
+    }
+    lmc_scratch_free(s);
+    return lmc_ppl_end(n, nw, total, lmc_now() - t0, o, r, err);
 }
 
 int lmc_read_ids_i32(const char *path, int32_t **ids, int64_t *n, lmc_error *err)

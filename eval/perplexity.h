@@ -34,6 +34,16 @@ typedef struct lmc_ppl_result {
 int lmc_perplexity(const lmc_weights *w, const int32_t *ids, int64_t n, const lmc_ppl_opts *o,
                    lmc_ppl_result *r, lmc_error *err);
 
+/* The protocol around any forward (the CPU one below, the CUDA one in
+ * forward_cuda.h): lmc_ppl_begin checks seqlen, that one window fits and
+ * every id to score is in the vocabulary, and sets *nw, the windows to
+ * score; lmc_ppl_end fills r from their total NLL and fails on a
+ * non-finite perplexity. */
+int lmc_ppl_begin(const int32_t *ids, int64_t n, int vocab, const lmc_ppl_opts *o, int64_t *nw,
+                  lmc_error *err);
+int lmc_ppl_end(int64_t n, int64_t nw, double total, double seconds, const lmc_ppl_opts *o,
+                lmc_ppl_result *r, lmc_error *err);
+
 /* Read int32 little-endian token ids (a whole file; caller frees). */
 int lmc_read_ids_i32(const char *path, int32_t **ids, int64_t *n, lmc_error *err);
 

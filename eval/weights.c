@@ -150,7 +150,7 @@ static int get_f32(const lmc_tensor *t, ownlist *own, const float **out, lmc_err
     return 0;
 }
 
-static int expect_shape(const lmc_tensor *t, int64_t rows, int64_t cols, lmc_error *err)
+int lmc_tensor_expect_shape(const lmc_tensor *t, int64_t rows, int64_t cols, lmc_error *err)
 {
     if (cols == 1) { /* a vector: accept [n] and [n, 1] */
         if (t_rows(t) == rows && t_cols(t) == 1)
@@ -181,7 +181,7 @@ static int load_named(const lmc_model *m, const char *name, int64_t rows, int64_
                             m->source_path ? m->source_path : "model", name);
         return 0;
     }
-    if (expect_shape(t, rows, cols, err) < 0)
+    if (lmc_tensor_expect_shape(t, rows, cols, err) < 0)
         return -1;
     return get_f32(t, own, out, err);
 }
@@ -200,7 +200,7 @@ static int load_linear(const lmc_model *m, int layer, const char *role, int64_t 
     const lmc_enc_traits *tr = t ? lmc_enc_get(t->enc.id) : NULL;
     if (tr && tr->kernel_prepare) {
         /* an encoding with its own kernel: no fp32 copy of the weight */
-        if (expect_shape(t, out_dim, in_dim, err) < 0 || check_blob(t, &tr, err) < 0)
+        if (lmc_tensor_expect_shape(t, out_dim, in_dim, err) < 0 || check_blob(t, &tr, err) < 0)
             return -1;
         if (tr->kernel_prepare(&t->enc, t->data, out_dim, in_dim, &L->kstate, err) < 0)
             return lmc_fail_prefix(err, wn);

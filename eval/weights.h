@@ -47,6 +47,10 @@ int lmc_weights_prepare_block(const lmc_model *m, int layer, lmc_block_w *bw, lm
 void lmc_block_w_release(lmc_block_w *bw);
 void lmc_weights_free(lmc_weights *w);
 
+/* t has shape [rows, cols] (cols == 1: a vector, [rows] or [rows, 1]);
+ * else fails naming the tensor, its shape and the config's. */
+int lmc_tensor_expect_shape(const lmc_tensor *t, int64_t rows, int64_t cols, lmc_error *err);
+
 /* Decode one tensor to a fresh fp32 buffer (caller frees). Checks finiteness. */
 int lmc_tensor_to_f32(const lmc_tensor *t, float **out, lmc_error *err);
 
