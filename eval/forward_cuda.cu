@@ -1589,7 +1589,8 @@ static int attention(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S
 {
     int hd = d->head_dim;
     if constexpr (!std::is_same<T, float>::value) {
-        if (kind == ATTN_AUTO && hd == 64 && wgmma_ok() && !getenv("LMC_CUDA_NO_WGMMA"))
+        static const bool no_wgmma = getenv("LMC_CUDA_NO_WGMMA") != NULL;
+        if (kind == ATTN_AUTO && hd == 64 && !no_wgmma && wgmma_ok())
             return launch_wg<T>(d, qkv, ctx, nwin, S, st, err);
         if (kind != ATTN_SIMT && (hd == 32 || hd == 64 || hd == 96 || hd == 128)) {
             switch (hd) {
