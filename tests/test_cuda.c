@@ -26,7 +26,6 @@
 #include "../eval/forward_ops.h"
 #include "../eval/perplexity.h"
 #include "../eval/weights.h"
-#include "../formats/tokenizer.h"
 #include "testutil.h"
 
 /* ---- device ---- */
@@ -588,26 +587,6 @@ END_TEST
 
 /* ---- real models ---- */
 
-static int32_t *tokenize(const lmc_model *m, const char *text_path, int64_t *n)
-{
-    lmc_error err;
-    char *text;
-    size_t len;
-    ck_assert_msg(lmc_read_file(text_path, &text, &len, &err) == 0, "%s", err.msg);
-    ck_assert_ptr_nonnull(m->tokenizer_json);
-    lmc_tokenizer *tok;
-    ck_assert_msg(lmc_tokenizer_from_json(m->tokenizer_json, m->tokenizer_json_len, "model", &tok,
-                                          &err) == 0,
-                  "%s", err.msg);
-    int32_t *ids;
-    size_t cnt;
-    ck_assert_msg(lmc_tokenizer_encode(tok, text, len, 1, &ids, &cnt, &err) == 0, "%s", err.msg);
-    lmc_tokenizer_free(tok);
-    free(text);
-    *n = (int64_t)cnt;
-    return ids;
-}
-
 START_TEST(test_llama_xs)
 {
     if (!gpu())
@@ -616,7 +595,7 @@ START_TEST(test_llama_xs)
     lmc_error err;
     ck_assert_msg(lmc_model_load(lmc_test_data("llama-xs"), &m, &err) == 0, "%s", err.msg);
     int64_t n;
-    int32_t *ids = tokenize(m, lmc_test_data("eval.txt"), &n);
+    int32_t *ids = lmc_test_tokenize(m, lmc_test_data("eval.txt"), &n);
     int S = 256, nwin = 4;
     ck_assert(n >= (int64_t)S * nwin);
     printf("llama-xs:\n");

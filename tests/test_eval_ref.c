@@ -18,7 +18,6 @@
 #include "../eval/weights.h"
 #include "../formats/container.h"
 #include "../formats/hf_checkpoint.h"
-#include "../formats/tokenizer.h"
 #include "testutil.h"
 
 /* ---- helpers ---- */
@@ -57,27 +56,6 @@ static lmc_model *load(const char *path)
     return m;
 }
 
-/* The text tokenized by the model's own tokenizer, default special tokens. */
-static int32_t *tokenize(const lmc_model *m, const char *text_path, int64_t *n)
-{
-    lmc_error err;
-    char *text;
-    size_t len;
-    ck_assert_msg(lmc_read_file(text_path, &text, &len, &err) == 0, "%s", err.msg);
-    ck_assert_ptr_nonnull(m->tokenizer_json);
-    lmc_tokenizer *tok;
-    ck_assert_msg(lmc_tokenizer_from_json(m->tokenizer_json, m->tokenizer_json_len, "model", &tok,
-                                          &err) == 0,
-                  "%s", err.msg);
-    int32_t *ids;
-    size_t cnt;
-    ck_assert_msg(lmc_tokenizer_encode(tok, text, len, 1, &ids, &cnt, &err) == 0, "%s", err.msg);
-    lmc_tokenizer_free(tok);
-    free(text);
-    *n = (int64_t)cnt;
-    return ids;
-}
-
 static double ppl_of(const lmc_model *m, const int32_t *ids, int64_t n, int seqlen,
                      int64_t max_windows, lmc_ppl_result *r)
 {
@@ -110,7 +88,7 @@ static void full_reference(const char *name)
     ck_assert_int_eq(lmc_model_params(m), ref.params);
     /* --text path: the model's tokenizer gives the reference ids */
     int64_t n;
-    int32_t *ids = tokenize(m, lmc_test_shared_path("data/eval.txt"), &n);
+    int32_t *ids = lmc_test_tokenize(m, lmc_test_shared_path("data/eval.txt"), &n);
     snprintf(rel, sizeof rel, "reference/%s.eval.ids.i32", name);
     int32_t *rids;
     int64_t rn;
@@ -188,7 +166,7 @@ static void variants(const char *name)
     snprintf(mpath, sizeof mpath, "%s", mp);
     lmc_model *m = load(mpath);
     int64_t n;
-    int32_t *ids = tokenize(m, lmc_test_shared_path("data/eval.txt"), &n);
+    int32_t *ids = lmc_test_tokenize(m, lmc_test_shared_path("data/eval.txt"), &n);
     lmc_ppl_result r;
     double base = ppl_of(m, ids, n, 1024, 4, &r);
     lmc_model_stats st;
@@ -290,7 +268,7 @@ START_TEST(llama_xs_full_text_shared)
     read_ref(rp, &ref);
     lmc_model *m = load(lmc_test_data("llama-xs"));
     int64_t n;
-    int32_t *ids = tokenize(m, lmc_test_data("eval.txt"), &n);
+    int32_t *ids = lmc_test_tokenize(m, lmc_test_data("eval.txt"), &n);
     lmc_ppl_result r;
     double ppl = ppl_of(m, ids, n, 1024, 0, &r);
     printf("llama-xs (vendored): ppl %.6f reference %.6f (relative %+.2e), %.1f s\n", ppl,
@@ -312,7 +290,7 @@ START_TEST(llama_xs_vendored_two_paths)
 {
     lmc_model *m = load(lmc_test_data("llama-xs"));
     int64_t n;
-    int32_t *ids = tokenize(m, lmc_test_data("eval.txt"), &n);
+    int32_t *ids = lmc_test_tokenize(m, lmc_test_data("eval.txt"), &n);
     ck_assert_int_ge(n, 8 * 1024);
     lmc_ppl_result r;
     double ppl = ppl_of(m, ids, n, 1024, 8, &r);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "../core/fileio.h"
+#include "../formats/tokenizer.h"
 
 const char *lmc_test_shared(void)
 {
@@ -72,4 +73,24 @@ int lmc_test_run(Suite *s)
     int nf = srunner_ntests_failed(sr);
     srunner_free(sr);
     return nf == 0 ? 0 : 1;
+}
+
+int32_t *lmc_test_tokenize(const lmc_model *m, const char *text_path, int64_t *n)
+{
+    lmc_error err;
+    char *text;
+    size_t len;
+    ck_assert_msg(lmc_read_file(text_path, &text, &len, &err) == 0, "%s", err.msg);
+    ck_assert_ptr_nonnull(m->tokenizer_json);
+    lmc_tokenizer *tok;
+    ck_assert_msg(lmc_tokenizer_from_json(m->tokenizer_json, m->tokenizer_json_len, "model", &tok,
+                                          &err) == 0,
+                  "%s", err.msg);
+    int32_t *ids;
+    size_t cnt;
+    ck_assert_msg(lmc_tokenizer_encode(tok, text, len, 1, &ids, &cnt, &err) == 0, "%s", err.msg);
+    lmc_tokenizer_free(tok);
+    free(text);
+    *n = (int64_t)cnt;
+    return ids;
 }
