@@ -209,9 +209,6 @@ END_TEST
 
 /* ---- the pass on tiny models ---- */
 
-
-
-
 #define NTOK 48
 
 /* norm outlier channels, as real models have */
@@ -225,7 +222,6 @@ static lmc_model *tiny_model(const lmc_config *c, uint64_t seed)
     return lmc_tiny_model(c, seed, &awq_tiny);
 }
 static float *logits(const lmc_model *m) { return lmc_tiny_logits(m, NTOK, 37, 11); }
-
 
 static double rms_diff(const float *a, const float *b, size_t n)
 {

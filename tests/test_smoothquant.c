@@ -25,10 +25,6 @@
 
 /* ---- tiny models ---- */
 
-
-
-/* Norm weights with a few outlier channels, so that smoothing has work. */
-
 #define NTOK 40
 
 /* norm weights with outlier channels, so that smoothing has work */
@@ -42,7 +38,6 @@ static lmc_model *tiny_model(const lmc_config *c, uint64_t seed)
     return lmc_tiny_model(c, seed, &sq_tiny);
 }
 static float *logits(const lmc_model *m) { return lmc_tiny_logits(m, NTOK, 31, 7); }
-
 
 /* max |a - b| / max |a| */
 static double rel_diff(const float *a, const float *b, size_t n)
