@@ -467,7 +467,29 @@ int lmc_cuda_test_attention(const lmc_config *c, const float *q, const float *k,
         return -1;
     lmc_cu_dims d;
     dims_of(c, 0, 0, &d);
-    return lmc_cu_test_attention(&d, q, k, v, ctx, nwin, S, kind, prec_of(p), err);
+    int in_kernel = 0;
+    return lmc_cu_test_attention(&d, q, k, v, NULL, NULL, &in_kernel, ctx, nwin, S, kind,
+                                 prec_of(p), err);
+}
+
+int lmc_cuda_test_attention_rope(const lmc_config *c, const float *q, const float *k,
+                                 const float *v, float *ctx, int nwin, int S, int in_kernel,
+                                 lmc_precision p, lmc_error *err)
+{
+    if (check_config(c, err) < 0)
+        return -1;
+    lmc_cu_dims d;
+    dims_of(c, 0, 0, &d);
+    if (!d.rope)
+        return lmc_fail(err, "attention with RoPE: the config has no RoPE");
+    float *cs = NULL, *sn = NULL;
+    if (lmc_op_rope_tables(c, S, &cs, &sn) < 0)
+        return lmc_fail(err, "out of memory");
+    int rc = lmc_cu_test_attention(&d, q, k, v, cs, sn, &in_kernel, ctx, nwin, S, 0, prec_of(p),
+                                   err);
+    free(cs);
+    free(sn);
+    return rc < 0 ? -1 : in_kernel;
 }
 
 int lmc_cuda_test_act(lmc_act act, int gated, const float *gu, const float *bias, float *a, int n,

@@ -5,7 +5,8 @@
  *   x    [T][H]       fp32 residual stream (every precision)
  *   xn   [T][H]       norm output, in the weight type W (fp32/fp16/bf16)
  *   qkv  [T][qd+2kvd] one GEMM against the fused q|k|v weight, then bias +
- *                     RoPE in place
+ *                     RoPE in place (without biases, k_attn_wg rotates Q
+ *                     as it loads it, and only k is rotated here)
  *   ctx  [T][qd]      attention (flash-style, online softmax, causal, GQA)
  *   x   += ctx Wo^T   GEMM straight into the fp32 residual (beta = 1)
  *   gu   [T][2F]      fused gate|up GEMM (up only without a gate)
@@ -29,7 +30,8 @@
  * model is freed (every forward then runs eagerly, and the events between
  * kernels slow it); LMC_CUDA_GRAPH=0 runs forwards eagerly;
  * LMC_CUDA_NO_WGMMA=1 and LMC_CUDA_ATTN_NOPACK=1 select the mma.sync
- * attention and turn off its GQA head packing.
+ * attention and turn off its GQA head packing; LMC_CUDA_ROPE_UNFUSED=1
+ * rotates Q in the RoPE kernel rather than inside k_attn_wg.
  *
  * Measured (H200, TinyLlama-1.1B shape, fp16, 8 windows of 2048 per forward;
  * ncu per kernel, scripts/bench-cuda for the rates): GEMMs at cuBLAS's own
@@ -345,6 +347,15 @@ static void launch_norm(float *x, const float *badd, T *y, int n, int H, const f
         k_norm<T><<<n, norm_threads(H), 0, st>>>(x, badd, y, H, w, b, rms, eps);
 }
 
+/* One rotate_half RoPE pair, written once so that every kernel that rotates
+ * (k_qkv_post, k_qkv_rope2, k_attn_wg's Q) rounds alike. */
+__device__ __forceinline__ void rope_pair(float x1, float x2, float c, float s, float &y1,
+                                          float &y2)
+{
+    y1 = fmaf(x1, c, -x2 * s);
+    y2 = fmaf(x2, c, x1 * s);
+}
+
 /* Per token row of qkv [q | k | v]: + bias, then rotate_half RoPE on q and k
  * heads at position t % S. */
 template <typename T>
@@ -365,8 +376,10 @@ __global__ void k_qkv_post(T *qkv, const float *bias, int ld, int qd, int kvd, i
                 x1 += bias[off];
                 x2 += bias[off + half];
             }
-            row[off] = fromf<T>(x1 * c[i] - x2 * s[i]);
-            row[off + half] = fromf<T>(x2 * c[i] + x1 * s[i]);
+            float y1, y2;
+            rope_pair(x1, x2, c[i], s[i], y1, y2);
+            row[off] = fromf<T>(y1);
+            row[off + half] = fromf<T>(y2);
         }
         if (bias)
             for (int j = threadIdx.x; j < kvd; j += blockDim.x) {
@@ -381,7 +394,8 @@ __global__ void k_qkv_post(T *qkv, const float *bias, int ld, int qd, int kvd, i
 
 /* k_qkv_post's RoPE for even half = head_dim / 2: two adjacent pairs per
  * thread (4-byte loads of 16-bit values, float2 tables): 1.35 -> 0.92 ms per
- * TinyLlama-shaped forward (ncu, H200). */
+ * TinyLlama-shaped forward (ncu, H200). nh = 0: the k heads only (k_attn_wg
+ * rotates Q itself). */
 template <typename T>
 __global__ void k_qkv_rope2(T *qkv, const float *bias, int ld, int qd, int kvd, int nh, int nkv,
                             int hd, int S, const float *cs, const float *sn)
@@ -402,11 +416,11 @@ __global__ void k_qkv_rope2(T *qkv, const float *bias, int ld, int qd, int kvd, 
             x1.x += bias[off], x1.y += bias[off + 1];
             x2.x += bias[off + half], x2.y += bias[off + half + 1];
         }
-        float2 cc = c[i2], ss = s[i2];
-        *reinterpret_cast<T2 *>(row + off) =
-            fromf2<T>(x1.x * cc.x - x2.x * ss.x, x1.y * cc.y - x2.y * ss.y);
-        *reinterpret_cast<T2 *>(row + off + half) =
-            fromf2<T>(x2.x * cc.x + x1.x * ss.x, x2.y * cc.y + x1.y * ss.y);
+        float2 cc = c[i2], ss = s[i2], y1, y2;
+        rope_pair(x1.x, x2.x, cc.x, ss.x, y1.x, y2.x);
+        rope_pair(x1.y, x2.y, cc.y, ss.y, y1.y, y2.y);
+        *reinterpret_cast<T2 *>(row + off) = fromf2<T>(y1.x, y1.y);
+        *reinterpret_cast<T2 *>(row + off + half) = fromf2<T>(y2.x, y2.y);
     }
     if (bias)
         for (int j = threadIdx.x; j < kvd; j += blockDim.x) {
@@ -1090,7 +1104,7 @@ __device__ __forceinline__ void wg_pack_p(const float (&s)[8][4], uint32_t (&a)[
 template <typename T>
 __global__ void __launch_bounds__(256, 2)
 k_attn_wg(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int lp,
-          float scale_log2)
+          float scale_log2, const float *rcs, const float *rsn)
 {
 #ifdef LMC_DEVICE_WGMMA
     constexpr int HD = 64, BR = 128, NB = 3; /* K/V buffers */
@@ -1128,6 +1142,40 @@ k_attn_wg(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int l
     auto vdesc = [&](int buf) { return wg_desc(sV + buf * WG_BC * HD); };
     load_kv(0, 0);
     cp_async_commit();
+    if (rcs) {
+        /* RoPE of Q in shared memory (rcs/rsn: [S][HD/2] tables; K was
+         * rotated by k_qkv_rope2): pairs (i, i + 32) are the 16-byte chunks
+         * cc and cc + 4 of a row. Saves a pass over q in global memory. */
+        cp_async_wait<0>(); /* Q, committed with K/V tile 0 */
+        __syncthreads();
+        for (int c = tid; c < BR * 4; c += 256) {
+            int r = c >> 2, cc = c & 3, q = q0 + (r >> lp);
+            if (q >= S)
+                continue;
+            T *p1 = sQ + r * HD + ((cc ^ (r & 7)) << 3);
+            T *p2 = sQ + r * HD + (((cc + 4) ^ (r & 7)) << 3);
+            size_t t0 = (size_t)q * (HD / 2) + cc * 8;
+            const float4 *c4 = reinterpret_cast<const float4 *>(rcs + t0);
+            const float4 *s4 = reinterpret_cast<const float4 *>(rsn + t0);
+            float4 ca = c4[0], cb = c4[1], sa = s4[0], sb = s4[1];
+            float cv[8] = {ca.x, ca.y, ca.z, ca.w, cb.x, cb.y, cb.z, cb.w};
+            float sv[8] = {sa.x, sa.y, sa.z, sa.w, sb.x, sb.y, sb.z, sb.w};
+            uint4 u1 = *reinterpret_cast<const uint4 *>(p1);
+            uint4 u2 = *reinterpret_cast<const uint4 *>(p2);
+            T *a1 = reinterpret_cast<T *>(&u1), *a2 = reinterpret_cast<T *>(&u2);
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                float y1, y2;
+                rope_pair(tof(a1[i]), tof(a2[i]), cv[i], sv[i], y1, y2);
+                a1[i] = fromf<T>(y1);
+                a2[i] = fromf<T>(y2);
+            }
+            *reinterpret_cast<uint4 *>(p1) = u1;
+            *reinterpret_cast<uint4 *>(p2) = u2;
+        }
+        /* the loop's first fence.proxy.async and barrier publish these
+         * writes to the tensor cores */
+    }
 
     float o[8][4];
 #pragma unroll
@@ -1209,7 +1257,7 @@ k_attn_wg(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int l
     }
 #else
     (void)qkv, (void)ctx, (void)S, (void)ld, (void)qd, (void)kvd, (void)group, (void)lp,
-        (void)scale_log2;
+        (void)scale_log2, (void)rcs, (void)rsn;
     __trap(); /* never launched: the host checks wgmma_ok() */
 #endif
 }
@@ -1251,6 +1299,7 @@ struct lmc_cu {
     cudaGraphExec_t graph;
     int graph_nwin, graph_S;
     /* LMC_CUDA_PROFILE: device time per stage, printed by lmc_cu_free */
+    int rope_in_attn; /* 0: LMC_CUDA_ROPE_UNFUSED=1 (comparisons) */
     int prof;
     double host_ms; /* host time enqueueing forwards */
     std::vector<cudaEvent_t> prof_ev;
@@ -1552,7 +1601,7 @@ static bool wgmma_ok()
 
 template <typename T>
 static int launch_wg(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S,
-                     cudaStream_t st, lmc_error *err)
+                     const float *rcs, const float *rsn, cudaStream_t st, lmc_error *err)
 {
     constexpr int HD = 64, BR = 128;
     size_t smem = (size_t)(BR + 2 * 3 * WG_BC) * HD * sizeof(T) + 1024;
@@ -1573,8 +1622,8 @@ static int launch_wg(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S
         return lmc_fail(err, "attention: %d windows of %d tokens exceed the launch grid", nwin,
                         S);
     dim3 grid(d->n_kv_heads * (group >> lp), nwin, tiles);
-    k_attn_wg<T><<<grid, 256, smem, st>>>(qkv, ctx, S, ld, qd, kvd, group, lp,
-                                                scale_log2);
+    k_attn_wg<T><<<grid, 256, smem, st>>>(qkv, ctx, S, ld, qd, kvd, group, lp, scale_log2,
+                                          rcs, rsn);
     LAUNCH_OK("attention kernel");
     return 0;
 }
@@ -1583,15 +1632,27 @@ static int launch_wg(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S
  * ATTN_SIMT / ATTN_MMA force the generic fp32 or the mma.sync kernel (tests) */
 enum { ATTN_AUTO = 0, ATTN_SIMT = 1, ATTN_MMA = 2 };
 
+/* Whether attention(kind) runs k_attn_wg, which can rotate Q itself. */
+template <typename T> static bool attn_is_wg(const lmc_cu_dims *d, int kind)
+{
+    static const bool no_wgmma = getenv("LMC_CUDA_NO_WGMMA") != NULL;
+    return !std::is_same<T, float>::value && kind == ATTN_AUTO && d->head_dim == 64 &&
+           !no_wgmma && wgmma_ok();
+}
+
+/* rcs/rsn: RoPE tables when Q is still to be rotated (only where
+ * attn_is_wg), else NULL. */
 template <typename T>
 static int attention(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S, int kind,
-                     cudaStream_t st, lmc_error *err)
+                     const float *rcs, const float *rsn, cudaStream_t st, lmc_error *err)
 {
     int hd = d->head_dim;
+    if constexpr (!std::is_same<T, float>::value)
+        if (attn_is_wg<T>(d, kind))
+            return launch_wg<T>(d, qkv, ctx, nwin, S, rcs, rsn, st, err);
+    if (rcs)
+        return lmc_fail(err, "attention: RoPE of Q asked of a kernel that does not do it");
     if constexpr (!std::is_same<T, float>::value) {
-        static const bool no_wgmma = getenv("LMC_CUDA_NO_WGMMA") != NULL;
-        if (kind == ATTN_AUTO && hd == 64 && !no_wgmma && wgmma_ok())
-            return launch_wg<T>(d, qkv, ctx, nwin, S, st, err);
         if (kind != ATTN_SIMT && (hd == 32 || hd == 64 || hd == 96 || hd == 128)) {
             switch (hd) {
             case 32: return launch_tc<T, 32>(d, qkv, ctx, nwin, S, st, err);
@@ -1619,13 +1680,18 @@ static int attention(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S
     return 0;
 }
 
-/* qkv rows [n][q | k | v]: + bias (may be NULL), RoPE when cs is not NULL */
+/* qkv rows [n][q | k | v]: + bias (may be NULL), RoPE when cs is not NULL;
+ * k_only: RoPE of the k heads alone, no bias (attention rotates Q) */
 template <typename T>
 static void launch_qkv_post(const lmc_cu_dims *d, T *qkv, const float *bias, int n, int S,
-                            const float *cs, const float *sn, cudaStream_t st)
+                            const float *cs, const float *sn, int k_only, cudaStream_t st)
 {
     int hd = d->head_dim, qd = qdim(d), kvd = kvdim(d), ld = qd + 2 * kvd;
-    if (cs && hd % 4 == 0)
+    if (k_only) {
+        int t = std::min(128, (d->n_kv_heads * hd / 4 + 31) / 32 * 32);
+        k_qkv_rope2<T><<<n, t, 0, st>>>(qkv, NULL, ld, qd, kvd, 0, d->n_kv_heads, hd, S, cs,
+                                        sn);
+    } else if (cs && hd % 4 == 0)
         k_qkv_rope2<T><<<n, 128, 0, st>>>(qkv, bias, ld, qd, kvd, d->n_heads, d->n_kv_heads, hd,
                                           S, cs, sn);
     else
@@ -1662,13 +1728,18 @@ static int run_block(lmc_cu *cu, int l, int n, int S, const float **pending, lmc
         return -1;
     mark(cu, ST_QKV_GEMM);
     const float *bqkv = b.v[LMC_CU_QKV_B];
+    /* no bias: the attention kernel rotates Q where it can (a pass over q
+     * in memory less) */
+    int q_in_attn = d->rope && !bqkv && cu->rope_in_attn && attn_is_wg<T>(d, ATTN_AUTO);
     if (d->rope || bqkv) {
         launch_qkv_post<T>(d, (T *)cu->qkv, bqkv, n, S, d->rope ? cu->rope_cos : NULL,
-                           d->rope ? cu->rope_sin : NULL, cu->st);
+                           d->rope ? cu->rope_sin : NULL, q_in_attn, cu->st);
         LAUNCH_OK("qkv kernel");
         mark(cu, ST_QKV_POST);
     }
-    if (attention<T>(d, (const T *)cu->qkv, (T *)cu->ctx, n / S, S, 0, cu->st, err) < 0)
+    if (attention<T>(d, (const T *)cu->qkv, (T *)cu->ctx, n / S, S, ATTN_AUTO,
+                     q_in_attn ? cu->rope_cos : NULL, q_in_attn ? cu->rope_sin : NULL, cu->st,
+                     err) < 0)
         return -1;
     mark(cu, ST_ATTN);
     if (gemm(cu->gemm, cu->ctx, b.wo, cu->x, n, H, qd, dt, CUDA_R_32F, 1.0f, err) < 0)
@@ -1983,6 +2054,8 @@ extern "C" int lmc_cu_new(const lmc_cu_dims *d, int prec, int max_tokens, lmc_cu
     cu->prof = pe && *pe && strcmp(pe, "0");
     const char *ge = getenv("LMC_CUDA_GRAPH");
     cu->use_graph = !cu->prof && !(ge && !strcmp(ge, "0")); /* events need eager runs */
+    const char *ru = getenv("LMC_CUDA_ROPE_UNFUSED");
+    cu->rope_in_attn = !(ru && *ru && strcmp(ru, "0"));
     if (cu_setup(cu, err) < 0) {
         lmc_cu_free(cu);
         return -1;
@@ -2082,7 +2155,7 @@ static int test_qkv(const lmc_cu_dims *d, const float *cs, const float *sn, floa
         f32_dev(ds, d->rope ? sn : NULL, nb, err) < 0)
         return -1;
     launch_qkv_post<T>(d, (T *)dq.p, (const float *)db.p, n, S, (const float *)dc.p,
-                       (const float *)ds.p, 0);
+                       (const float *)ds.p, 0, 0);
     LAUNCH_OK("qkv kernel");
     return from_dev<T>(qkv, dq, nq, err);
 }
@@ -2097,7 +2170,8 @@ extern "C" int lmc_cu_test_qkv(const lmc_cu_dims *d, const float *cs, const floa
 
 template <typename T>
 static int test_attn(const lmc_cu_dims *d, const float *q, const float *k, const float *v,
-                     float *ctx, int nwin, int S, int kind, lmc_error *err)
+                     const float *cs, const float *sn, int *q_in_kernel, float *ctx, int nwin,
+                     int S, int kind, lmc_error *err)
 {
     int qd = qdim(d), kvd = kvdim(d), ld = qd + 2 * kvd;
     size_t n = (size_t)nwin * S;
@@ -2111,18 +2185,32 @@ static int test_attn(const lmc_cu_dims *d, const float *q, const float *k, const
     if (to_dev<T>(dq, h.data(), n * ld, err) < 0 || dnew(dc, n * qd * sizeof(T), err) < 0)
         return -1;
     CUDA_OK(cudaMemset(dc.p, 0xff, n * qd * sizeof(T)), "test"); /* poison: NaN */
-    if (attention<T>(d, (const T *)dq.p, (T *)dc.p, nwin, S, kind, 0, err) < 0)
+    /* RoPE first, as run_block does it */
+    dbuf rc, rs;
+    size_t nt = (size_t)S * (d->head_dim / 2);
+    *q_in_kernel = cs && *q_in_kernel && attn_is_wg<T>(d, kind);
+    if (cs) {
+        if (f32_dev(rc, cs, nt, err) < 0 || f32_dev(rs, sn, nt, err) < 0)
+            return -1;
+        launch_qkv_post<T>(d, (T *)dq.p, NULL, (int)n, S, (const float *)rc.p,
+                           (const float *)rs.p, *q_in_kernel, 0);
+        LAUNCH_OK("qkv kernel");
+    }
+    const float *qc = *q_in_kernel ? (const float *)rc.p : NULL,
+                *qs = *q_in_kernel ? (const float *)rs.p : NULL;
+    if (attention<T>(d, (const T *)dq.p, (T *)dc.p, nwin, S, kind, qc, qs, 0, err) < 0)
         return -1;
     return from_dev<T>(ctx, dc, n * qd, err);
 }
 
 extern "C" int lmc_cu_test_attention(const lmc_cu_dims *d, const float *q, const float *k,
-                                     const float *v, float *ctx, int nwin, int S, int kind,
+                                     const float *v, const float *cs, const float *sn,
+                                     int *q_in_kernel, float *ctx, int nwin, int S, int kind,
                                      int prec, lmc_error *err)
 {
     if (lmc_cu_device(NULL, 0, err) < 0)
         return -1;
-    return DISPATCH(prec, test_attn, d, q, k, v, ctx, nwin, S, kind, err);
+    return DISPATCH(prec, test_attn, d, q, k, v, cs, sn, q_in_kernel, ctx, nwin, S, kind, err);
 }
 
 template <typename T>
@@ -2244,14 +2332,14 @@ static int bench_attention(bench_ctx &b, const lmc_cu_dims *d, lmc_cu_gemm_rate 
         dnew(Y, (size_t)(o->m * qdim(d)) * sizeof(T), err) < 0)
         return -1;
     for (int i = 0; i < 3; i++)
-        if (attention<T>(d, (const T *)X.p, (T *)Y.p, nwin, S, 0, b.st, err) < 0)
+        if (attention<T>(d, (const T *)X.p, (T *)Y.p, nwin, S, 0, NULL, NULL, b.st, err) < 0)
             return -1;
     enum { REPS = 9, INNER = 3 };
     double t[REPS];
     for (int i = 0; i < REPS; i++) {
         CUDA_OK(cudaEventRecord(b.e0, b.st), "benchmark");
         for (int r = 0; r < INNER; r++)
-            if (attention<T>(d, (const T *)X.p, (T *)Y.p, nwin, S, 0, b.st, err) < 0)
+            if (attention<T>(d, (const T *)X.p, (T *)Y.p, nwin, S, 0, NULL, NULL, b.st, err) < 0)
                 return -1;
         CUDA_OK(cudaEventRecord(b.e1, b.st), "benchmark");
         CUDA_OK(cudaEventSynchronize(b.e1), "benchmark");

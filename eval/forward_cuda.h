@@ -90,6 +90,14 @@ int lmc_cuda_test_qkv_rope(const lmc_config *c, float *qkv, const float *bias, i
 int lmc_cuda_test_attention(const lmc_config *c, const float *q, const float *k, const float *v,
                             float *ctx, int nwin, int S, int kind, lmc_precision p,
                             lmc_error *err);
+/* The same with RoPE (tables from c) applied to q and k first, as the
+ * forward does: in_kernel 0, by the qkv kernel; 1, Q rotated inside the
+ * attention kernel where that kernel can (the forward's choice without q/k/v
+ * biases). Returns 1 when Q was rotated in the kernel, 0 when not, -1 on
+ * error. */
+int lmc_cuda_test_attention_rope(const lmc_config *c, const float *q, const float *k,
+                                 const float *v, float *ctx, int nwin, int S, int in_kernel,
+                                 lmc_precision p, lmc_error *err);
 /* a[n][F] = act(g + bg) * (u + bu) when gated (gu = [n][2F]: g | u, bias
  * [2F]), else act(u + bu) (gu = [n][F], bias [F]); bias may be NULL. */
 int lmc_cuda_test_act(lmc_act act, int gated, const float *gu, const float *bias, float *a, int n,

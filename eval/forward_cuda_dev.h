@@ -80,8 +80,12 @@ int lmc_cu_test_norm(const float *x, const float *badd, float *xo, float *y, int
                      lmc_error *err);
 int lmc_cu_test_qkv(const lmc_cu_dims *d, const float *cs, const float *sn, float *qkv,
                     const float *bias, int n, int S, int prec, lmc_error *err);
+/* cs/sn: RoPE tables [S][head_dim/2] to rotate q and k first (NULL: none);
+ * *q_in_kernel: in, rotate Q inside the attention kernel if it can; out,
+ * whether it did */
 int lmc_cu_test_attention(const lmc_cu_dims *d, const float *q, const float *k, const float *v,
-                          float *ctx, int nwin, int S, int kind, int prec, lmc_error *err);
+                          const float *cs, const float *sn, int *q_in_kernel, float *ctx,
+                          int nwin, int S, int kind, int prec, lmc_error *err);
 int lmc_cu_test_act(int act, int gated, const float *gu, const float *bias, float *a, int n,
                     int F, int prec, lmc_error *err);
 int lmc_cu_test_row_nll(const float *logits, int rows, int V, const int32_t *targets,

@@ -122,6 +122,14 @@ int lmc_cuda_test_attention(const lmc_config *c, const float *q, const float *k,
     return NO_CUDA(err);
 }
 
+int lmc_cuda_test_attention_rope(const lmc_config *c, const float *q, const float *k,
+                                 const float *v, float *ctx, int nwin, int S, int in_kernel,
+                                 lmc_precision p, lmc_error *err)
+{
+    (void)c, (void)q, (void)k, (void)v, (void)ctx, (void)nwin, (void)S, (void)in_kernel, (void)p;
+    return NO_CUDA(err);
+}
+
 int lmc_cuda_test_act(lmc_act act, int gated, const float *gu, const float *bias, float *a, int n,
                       int F, lmc_precision p, lmc_error *err)
 {

@@ -306,6 +306,62 @@ START_TEST(test_attention)
 }
 END_TEST
 
+/* RoPE then attention, as the forward runs them without q/k/v biases: Q
+ * rotated inside the wgmma kernel (head_dim 64 on a Hopper, fp16/bf16) must
+ * give what rotating q and k beforehand gives, and both what the CPU gives. */
+START_TEST(test_attention_rope)
+{
+    if (!gpu())
+        return;
+    rng_seed(4);
+    struct { int nh, nkv, hd, S; } cases[] = {
+        {32, 4, 64, 300}, {4, 4, 64, 200}, {8, 1, 64, 257}, {6, 3, 64, 129}, {4, 2, 32, 100}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        lmc_config c = attn_config(cases[ci].nh, cases[ci].nkv, cases[ci].hd);
+        int S = cases[ci].S, nwin = 2, n = S * nwin, hd = c.head_dim;
+        int qd = c.n_heads * hd, kvd = c.n_kv_heads * hd;
+        float *q = rnd((size_t)n * qd, 2.0, 0), *k = rnd((size_t)n * kvd, 2.0, 0),
+              *v = rnd((size_t)n * kvd, 1.0, 0);
+        float *ref = malloc(sizeof(float) * n * qd), *out = malloc(sizeof(float) * n * qd),
+              *out2 = malloc(sizeof(float) * n * qd);
+        float *qr = malloc(sizeof(float) * n * qd), *kr = malloc(sizeof(float) * n * kvd);
+        memcpy(qr, q, sizeof(float) * n * qd);
+        memcpy(kr, k, sizeof(float) * n * kvd);
+        float *cs = NULL, *sn = NULL;
+        ck_assert_int_eq(lmc_op_rope_tables(&c, S, &cs, &sn), 0);
+        lmc_scratch *s = lmc_scratch_new(&c, S);
+        ck_assert_ptr_nonnull(s);
+        for (int w = 0; w < nwin; w++) {
+            float *qw = qr + (size_t)w * S * qd, *kw = kr + (size_t)w * S * kvd;
+            lmc_op_rope_apply(qw, S, c.n_heads, hd, cs, sn);
+            lmc_op_rope_apply(kw, S, c.n_kv_heads, hd, cs, sn);
+            lmc_op_attention(&c, s, qw, kw, v + (size_t)w * S * kvd, ref + (size_t)w * S * qd, S);
+        }
+        lmc_scratch_free(s);
+        for (int pi = 0; pi < 3; pi++) {
+            lmc_error err;
+            int r0 = lmc_cuda_test_attention_rope(&c, q, k, v, out, nwin, S, 0, PRECS[pi], &err);
+            ck_assert_msg(r0 == 0, "%s", r0 < 0 ? err.msg : "Q rotated in the kernel unasked");
+            int r1 = lmc_cuda_test_attention_rope(&c, q, k, v, out2, nwin, S, 1, PRECS[pi], &err);
+            ck_assert_msg(r1 >= 0, "%s", err.msg);
+            double e0 = rel_err(out, ref, (size_t)n * qd), e1 = rel_err(out2, ref, (size_t)n * qd),
+                   e01 = rel_err(out2, out, (size_t)n * qd);
+            printf("attention+RoPE nh %d nkv %d hd %d S %d %s: rel err %.2e, Q in kernel %s %.2e "
+                   "(%.2e from the RoPE kernel's)\n",
+                   c.n_heads, c.n_kv_heads, hd, S, lmc_precision_name(PRECS[pi]), e0,
+                   r1 ? "yes" : "no", e1, e01);
+            ck_assert_msg(e0 <= tol_of(PRECS[pi]) && e1 <= tol_of(PRECS[pi]),
+                          "attention+RoPE case %zu %s: %g %g", ci, lmc_precision_name(PRECS[pi]),
+                          e0, e1);
+            /* the same rounding of the rotated Q: only summation order may differ */
+            ck_assert_msg(e01 <= 1e-6, "Q rotated in the kernel differs: %g", e01);
+        }
+        free(q), free(k), free(v), free(ref), free(out), free(out2), free(qr), free(kr);
+        free(cs), free(sn);
+    }
+}
+END_TEST
+
 START_TEST(test_act)
 {
     if (!gpu())
@@ -799,6 +855,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_norm);
     tcase_add_test(tc, test_qkv_rope);
     tcase_add_test(tc, test_attention);
+    tcase_add_test(tc, test_attention_rope);
     tcase_add_test(tc, test_act);
     tcase_add_test(tc, test_row_nll);
     tcase_add_loop_test(tc, test_block, 0, N_TINY);
