@@ -58,7 +58,9 @@ static const char help[] =
     "tokens_per_second (windows x seqlen / seconds), params, bytes_fp16 (params x 2),\n"
     "bytes_model (every tensor as stored), compression_ratio (bytes_fp16 /\n"
     "bytes_model), bits_per_weight (of blk.*.{q,k,v,o,gate,up,down}.weight),\n"
-    "flops_per_token and flops_per_token_dense.\n"
+    "flops_per_token and flops_per_token_dense; with --device cuda, device_bytes\n"
+    "(GPU memory the model holds: weights as kept there, low-rank linears as\n"
+    "their factors, and the activation buffers).\n"
     "\n"
     "FLOPs convention: 2 FLOPs per multiply-accumulate; every block linear and the\n"
     "LM head count rows x cols MACs per token (flops_per_token: the encoding's\n"
@@ -483,6 +485,8 @@ int lmc_cmd_eval(int argc, char **argv)
                                               : 0);
         cJSON_AddNumberToObject(o, "load_seconds", t_load);
         cJSON_AddNumberToObject(o, "peak_rss_bytes", peak_rss_bytes());
+        if (cuda)
+            cJSON_AddNumberToObject(o, "device_bytes", (double)lmc_cuda_model_bytes(cm));
         char *s = cJSON_PrintUnformatted(o);
         printf("%s\n", s);
         free(s);
@@ -511,6 +515,10 @@ int lmc_cmd_eval(int argc, char **argv)
                b1, b2, st.compression_ratio, st.bits_per_weight);
         printf("FLOPs/token   %.4g effective, %.4g dense (attention at %.1f keys)\n",
                fl.per_token, fl.per_token_dense, fl.avg_context);
+        if (cuda) {
+            fmt_bytes((double)lmc_cuda_model_bytes(cm), b1, sizeof b1);
+            printf("GPU memory    %s (weights as kept on the device, activation buffers)\n", b1);
+        }
     }
     rc = LMC_EXIT_OK;
     if (expect_ppl > 0)

@@ -78,6 +78,27 @@ int lmc_cuda_available(char *name, size_t name_len, lmc_error *err)
     return lmc_cu_device(name, name_len, err);
 }
 
+/* The error for value `bad` of src (src_type, rows of `cols`), which was not
+ * finite once converted to the compute type: NaN/Inf, or an overflow. */
+static int bad_weight(const lmc_cuda_model *cm, const lmc_tensor *t, const char *what,
+                      const void *src, int src_type, int64_t bad, int64_t cols, lmc_error *err)
+{
+    float v;
+    if (src_type == LMC_CU_SRC_F16)
+        v = lmc_f16_to_f32(((const uint16_t *)src)[bad]);
+    else if (src_type == LMC_CU_SRC_BF16)
+        v = lmc_bf16_to_f32(((const uint16_t *)src)[bad]);
+    else
+        memcpy(&v, (const uint8_t *)src + 4 * (size_t)bad, 4);
+    long long r = (long long)(bad / cols), c = (long long)(bad % cols);
+    if (isfinite(v))
+        return lmc_fail(err, "tensor %s: %s %g at [%lld, %lld] overflows %s (use "
+                             "--precision bf16 or fp32)",
+                        t->name, what, v, r, c, lmc_precision_name(cm->prec));
+    return lmc_fail(err, "tensor %s: non-finite %s (%s) at [%lld, %lld]", t->name, what,
+                    isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"), r, c);
+}
+
 /* Matrix tensor t into slot `which` at element offset off: fp32/fp16/bf16
  * blobs go up as stored, other encodings are decoded on the host first. */
 static int put_matrix(lmc_cuda_model *cm, const lmc_tensor *t, int which, int layer, size_t off,
@@ -112,27 +133,41 @@ static int put_matrix(lmc_cuda_model *cm, const lmc_tensor *t, int which, int la
     }
     int64_t bad;
     int rc = lmc_cu_upload(cm->cu, which, layer, off, src, src_type, n, &bad, err);
-    if (rc == 0 && bad >= 0) {
-        float v;
-        if (host)
-            v = host[bad];
-        else if (src_type == LMC_CU_SRC_F16)
-            v = lmc_f16_to_f32(((const uint16_t *)t->data)[bad]);
-        else if (src_type == LMC_CU_SRC_BF16)
-            v = lmc_bf16_to_f32(((const uint16_t *)t->data)[bad]);
-        else
-            memcpy(&v, t->data + 4 * (size_t)bad, 4);
-        long long r = (long long)(bad / t_cols(t)), c = (long long)(bad % t_cols(t));
-        if (isfinite(v))
-            rc = lmc_fail(err, "tensor %s: weight %g at [%lld, %lld] overflows %s (use "
-                               "--precision bf16 or fp32)",
-                          t->name, v, r, c, lmc_precision_name(cm->prec));
-        else
-            rc = lmc_fail(err, "tensor %s: non-finite weight (%s) at [%lld, %lld]", t->name,
-                          isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"), r, c);
-    }
+    if (rc == 0 && bad >= 0)
+        rc = bad_weight(cm, t, "weight", host ? host : src, host ? LMC_CU_SRC_F32 : src_type, bad,
+                        t_cols(t), err);
     free(host);
     return rc;
+}
+
+/* Part `part` of a low-rank slot: the factors go up as stored (f16 or f32),
+ * without forming A . B. */
+static int put_factors(lmc_cuda_model *cm, const lmc_tensor *t, int which, int layer, int part,
+                       lmc_error *err)
+{
+    const lmc_enc_traits *tr = lmc_enc_get(t->enc.id);
+    int64_t rows = t_rows(t), cols = t_cols(t);
+    if (tr->validate(&t->enc, rows, cols, err) < 0)
+        return lmc_fail_prefix(err, t->name);
+    size_t need = tr->nbytes(&t->enc, rows, cols);
+    if (t->nbytes != need || !t->data)
+        return lmc_fail(err, "tensor %s: %zu bytes of data, encoding %s needs %zu", t->name,
+                        t->nbytes, tr->name, need);
+    int r = t->enc.rank, f16 = t->enc.inner == LMC_ENC_F16;
+    int src_type = f16 ? LMC_CU_SRC_F16 : LMC_CU_SRC_F32;
+    size_t es = f16 ? 2 : 4, na = (size_t)rows * r, b_off = (na * es + 3) & ~(size_t)3;
+    int64_t bad;
+    if (lmc_cu_upload_factor(cm->cu, which, layer, part, 0, t->data, src_type, na, &bad, err) <
+        0)
+        return -1;
+    if (bad >= 0)
+        return bad_weight(cm, t, "factor A value", t->data, src_type, bad, r, err);
+    if (lmc_cu_upload_factor(cm->cu, which, layer, part, 1, t->data + b_off, src_type,
+                             (size_t)r * cols, &bad, err) < 0)
+        return -1;
+    if (bad >= 0)
+        return bad_weight(cm, t, "factor B value", t->data + b_off, src_type, bad, cols, err);
+    return 0;
 }
 
 static int put_vector(lmc_cuda_model *cm, const lmc_tensor *t, int which, int layer, size_t off,
@@ -160,21 +195,35 @@ static int load_vec(lmc_cuda_model *cm, const lmc_model *m, const char *name, in
 }
 
 /* Linears stacked along rows into one device matrix (q|k|v, gate|up) and
- * their biases into one vector (zeros for a missing one). */
+ * their biases into one vector (zeros for a missing one). When every one of
+ * them is a low-rank factor pair, the slot keeps the factors (two products
+ * per linear, as the CPU runs them); otherwise each is decoded to dense. */
 static int load_linears(lmc_cuda_model *cm, const lmc_model *m, int layer,
                         const char *const *roles, const int64_t *outs, int nroles, int64_t in,
                         int bias_required, int wslot, int bslot, lmc_error *err)
 {
+    const lmc_tensor *ts[3];
+    int ranks[3], lowrank = 1;
+    for (int i = 0; i < nroles; i++) {
+        char wn[64];
+        snprintf(wn, sizeof wn, "blk.%d.%s.weight", layer, roles[i]);
+        ts[i] = lmc_model_find(m, wn);
+        if (!ts[i])
+            return lmc_fail(err, "%s: tensor %s is missing", model_name(m), wn);
+        if (lmc_tensor_expect_shape(ts[i], outs[i], in, err) < 0)
+            return -1;
+        lowrank = lowrank && ts[i]->enc.id == LMC_ENC_LOWRANK;
+        ranks[i] = ts[i]->enc.rank;
+    }
+    if (lowrank && lmc_cu_set_lowrank(cm->cu, wslot, layer, nroles, ranks, err) < 0)
+        return -1;
     int64_t row = 0;
     for (int i = 0; i < nroles; i++) {
-        char wn[64], bn[64];
-        snprintf(wn, sizeof wn, "blk.%d.%s.weight", layer, roles[i]);
+        char bn[64];
         snprintf(bn, sizeof bn, "blk.%d.%s.bias", layer, roles[i]);
-        const lmc_tensor *t = lmc_model_find(m, wn);
-        if (!t)
-            return lmc_fail(err, "%s: tensor %s is missing", model_name(m), wn);
-        if (lmc_tensor_expect_shape(t, outs[i], in, err) < 0 ||
-            put_matrix(cm, t, wslot, layer, (size_t)(row * in), err) < 0)
+        const lmc_tensor *t = ts[i];
+        if (lowrank ? put_factors(cm, t, wslot, layer, i, err) < 0
+                    : put_matrix(cm, t, wslot, layer, (size_t)(row * in), err) < 0)
             return -1;
         /* a stored bias is used even when the config does not announce it */
         const lmc_tensor *bt = lmc_model_find(m, bn);

@@ -1264,8 +1264,19 @@ k_attn_wg(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int l
 
 /* ---------------------------------------------------------------- the device model */
 
+/* A block matrix slot kept as low-rank factor pairs (nparts 0: dense). Part
+ * p gives output columns [o_p, o_p + out[p]) as (x . B_p^T) . A_p^T; the
+ * B_p are stacked so that one GEMM computes every x . B_p^T. */
+struct dfactors {
+    int nparts, rsum;
+    int rank[3], out[3];
+    void *A[3]; /* [out][rank], weight type */
+    void *B;    /* [rsum][in], part p from row rank[0] + ... + rank[p-1] */
+};
+
 struct dblock {
-    void *wqkv, *wo, *wgu, *wdown; /* weight type */
+    void *wqkv, *wo, *wgu, *wdown; /* weight type; NULL where the slot is low-rank */
+    dfactors lr[4];                /* by LMC_CU_QKV .. LMC_CU_DOWN */
     float *v[LMC_CU_DOWN_B + 1];   /* per-layer fp32 vectors by LMC_CU_* id, NULL when absent */
 };
 
@@ -1289,6 +1300,8 @@ struct lmc_cu {
     float *logits;
     double *row_nll, *win_nll;
     int32_t *ids, *tgt;
+    void *lr_tmp; /* x . B^T of a low-rank slot: [max_tokens][lr_cap] */
+    int lr_cap;
     /* uploads */
     void *staging;
     size_t staging_bytes;
@@ -1363,6 +1376,17 @@ static int dalloc(lmc_cu *cu, void **p, size_t bytes, const char *what, lmc_erro
     return 0;
 }
 
+/* Frees p (from dalloc, `bytes` as asked; NULL: nothing) before lmc_cu_free. */
+static void dfree(lmc_cu *cu, void *p, size_t bytes)
+{
+    auto it = std::find(cu->allocs.begin(), cu->allocs.end(), p);
+    if (!p || it == cu->allocs.end())
+        return;
+    cu->allocs.erase(it);
+    cu->bytes -= bytes ? bytes : 16;
+    cudaFree(p);
+}
+
 static int qdim(const lmc_cu_dims *d) { return d->n_heads * d->head_dim; }
 static int kvdim(const lmc_cu_dims *d) { return d->n_kv_heads * d->head_dim; }
 
@@ -1431,24 +1455,18 @@ static void convert(const void *s, int src_type, T *d, size_t n, unsigned long l
                                          bad);
 }
 
-extern "C" int lmc_cu_upload(lmc_cu *cu, int which, int layer, size_t off, const void *src,
-                             int src_type, size_t n, int64_t *bad, lmc_error *err)
+/* n host values of src_type into device dst (weight type) at element off;
+ * *bad as lmc_cu_upload. */
+static int upload_to(lmc_cu *cu, void *dst, size_t off, const void *src, int src_type, size_t n,
+                     int64_t *bad, lmc_error *err)
 {
     *bad = -1;
-    int lay = which != LMC_CU_EMBED && which != LMC_CU_HEAD;
-    if (which < LMC_CU_EMBED || which > LMC_CU_DOWN || (lay && (layer < 0 || layer >= cu->d.n_layers)))
-        return lmc_fail(err, "upload: bad matrix %d / layer %d", which, layer);
-    if (which == LMC_CU_HEAD && cu->d.tied)
-        return lmc_fail(err, "upload: the head is tied to the embedding");
-    if (off + n > mat_elems(&cu->d, which))
-        return lmc_fail(err, "upload: %zu values at %zu overflow matrix %d", n, off, which);
     size_t sb = n * (src_type == LMC_CU_SRC_F32 ? 4 : 2);
     if (staging_reserve(cu, sb, err) < 0)
         return -1;
     CUDA_OK(cudaMemcpy(cu->staging, src, sb, cudaMemcpyHostToDevice), "weight upload");
     unsigned long long none = ~0ull;
     CUDA_OK(cudaMemcpy(cu->bad, &none, sizeof none, cudaMemcpyHostToDevice), "weight upload");
-    void *dst = *mat_slot(cu, which, layer);
     if (cu->prec == PREC_FP32)
         convert<float>(cu->staging, src_type, (float *)dst + off, n, cu->bad, 0);
     else if (cu->prec == PREC_FP16)
@@ -1460,6 +1478,112 @@ extern "C" int lmc_cu_upload(lmc_cu *cu, int which, int layer, size_t off, const
     CUDA_OK(cudaMemcpy(&b, cu->bad, sizeof b, cudaMemcpyDeviceToHost), "weight conversion");
     *bad = b == none ? -1 : (int64_t)b;
     return 0;
+}
+
+static bool is_block_slot(int which) { return which >= LMC_CU_QKV && which <= LMC_CU_DOWN; }
+
+extern "C" int lmc_cu_upload(lmc_cu *cu, int which, int layer, size_t off, const void *src,
+                             int src_type, size_t n, int64_t *bad, lmc_error *err)
+{
+    *bad = -1;
+    int lay = is_block_slot(which);
+    if (which < LMC_CU_EMBED || which > LMC_CU_DOWN ||
+        (lay && (layer < 0 || layer >= cu->d.n_layers)))
+        return lmc_fail(err, "upload: bad matrix %d / layer %d", which, layer);
+    if (which == LMC_CU_HEAD && cu->d.tied)
+        return lmc_fail(err, "upload: the head is tied to the embedding");
+    if (off + n > mat_elems(&cu->d, which))
+        return lmc_fail(err, "upload: %zu values at %zu overflow matrix %d", n, off, which);
+    void **slot = mat_slot(cu, which, layer);
+    if (lay && cu->blk[layer].lr[which - LMC_CU_QKV].nparts)
+        return lmc_fail(err, "upload: matrix %d of block %d is held as factors", which, layer);
+    if (!*slot) { /* block matrices: allocated on their first upload */
+        char what[64];
+        snprintf(what, sizeof what, "block %d weights", layer);
+        if (dalloc(cu, slot, mat_elems(&cu->d, which) * cu->es, what, err) < 0)
+            return -1;
+    }
+    return upload_to(cu, *slot, off, src, src_type, n, bad, err);
+}
+
+/* The parts of a block slot: their output sizes and the input size. */
+static int slot_parts(const lmc_cu_dims *d, int which, int out[3], int *in)
+{
+    switch (which) {
+    case LMC_CU_QKV:
+        out[0] = qdim(d), out[1] = out[2] = kvdim(d), *in = d->hidden;
+        return 3;
+    case LMC_CU_O: out[0] = d->hidden, *in = qdim(d); return 1;
+    case LMC_CU_GU:
+        out[0] = out[1] = d->ffn, *in = d->hidden;
+        return d->gated ? 2 : 1;
+    default: out[0] = d->hidden, *in = d->ffn; return 1;
+    }
+}
+
+extern "C" int lmc_cu_set_lowrank(lmc_cu *cu, int which, int layer, int nparts, const int *ranks,
+                                  lmc_error *err)
+{
+    const lmc_cu_dims *d = &cu->d;
+    int out[3], in;
+    if (!is_block_slot(which) || layer < 0 || layer >= d->n_layers ||
+        nparts != slot_parts(d, which, out, &in))
+        return lmc_fail(err, "low-rank slot: bad matrix %d / layer %d / %d parts", which, layer,
+                        nparts);
+    dblock &b = cu->blk[layer];
+    dfactors &f = b.lr[which - LMC_CU_QKV];
+    if (*mat_slot(cu, which, layer) || f.nparts)
+        return lmc_fail(err, "low-rank slot: matrix %d of block %d already has weights", which,
+                        layer);
+    char what[64];
+    snprintf(what, sizeof what, "block %d factors", layer);
+    int rsum = 0;
+    for (int p = 0; p < nparts; p++) {
+        if (ranks[p] < 1 || ranks[p] > std::min(out[p], in))
+            return lmc_fail(err, "low-rank slot: rank %d of part %d outside [1, %d]", ranks[p],
+                            p, std::min(out[p], in));
+        f.rank[p] = ranks[p];
+        f.out[p] = out[p];
+        if (dalloc(cu, &f.A[p], (size_t)out[p] * ranks[p] * cu->es, what, err) < 0)
+            return -1;
+        rsum += ranks[p];
+    }
+    if (dalloc(cu, &f.B, (size_t)rsum * in * cu->es, what, err) < 0)
+        return -1;
+    f.rsum = rsum;
+    f.nparts = nparts;
+    if (rsum > cu->lr_cap) { /* the intermediate x . B^T, as wide as the widest slot */
+        dfree(cu, cu->lr_tmp, (size_t)cu->max_tokens * cu->lr_cap * cu->es);
+        cu->lr_cap = 0;
+        if (dalloc(cu, &cu->lr_tmp, (size_t)cu->max_tokens * rsum * cu->es,
+                   "low-rank activations", err) < 0)
+            return -1;
+        cu->lr_cap = rsum;
+    }
+    return 0;
+}
+
+extern "C" int lmc_cu_upload_factor(lmc_cu *cu, int which, int layer, int part, int is_b,
+                                    const void *src, int src_type, size_t n, int64_t *bad,
+                                    lmc_error *err)
+{
+    *bad = -1;
+    int out[3], in;
+    if (!is_block_slot(which) || layer < 0 || layer >= cu->d.n_layers)
+        return lmc_fail(err, "factor upload: bad matrix %d / layer %d", which, layer);
+    slot_parts(&cu->d, which, out, &in);
+    const dfactors &f = cu->blk[layer].lr[which - LMC_CU_QKV];
+    if (part < 0 || part >= f.nparts)
+        return lmc_fail(err, "factor upload: matrix %d of block %d has no low-rank part %d",
+                        which, layer, part);
+    size_t want = (size_t)f.rank[part] * (is_b ? in : f.out[part]);
+    if (n != want)
+        return lmc_fail(err, "factor upload: %zu values, factor %c of part %d holds %zu", n,
+                        is_b ? 'B' : 'A', part, want);
+    size_t off = 0;
+    for (int p = 0; is_b && p < part; p++)
+        off += (size_t)f.rank[p] * in;
+    return upload_to(cu, is_b ? f.B : f.A[part], off, src, src_type, n, bad, err);
 }
 
 extern "C" int lmc_cu_upload_vec(lmc_cu *cu, int which, int layer, size_t off, const float *src,
@@ -1709,6 +1833,39 @@ template <typename T> static int run_embed(lmc_cu *cu, int n, int S, lmc_error *
     return 0;
 }
 
+/* Y (=|+=) X . W^T for block slot `which` (N outputs, K inputs): one GEMM on
+ * the dense matrix, or x . B^T for every factor pair at once into lr_tmp
+ * (rounded to the weight type) and then one GEMM per part into its columns
+ * of Y. */
+template <typename T>
+static int slot_gemm(lmc_cu *cu, const dblock &b, int which, const void *X, void *Y, int n,
+                     int N, int K, cudaDataType tout, float beta, lmc_error *err)
+{
+    cudaDataType dt = dtype_of<T>();
+    const dfactors &f = b.lr[which - LMC_CU_QKV];
+    if (!f.nparts) {
+        const void *W = which == LMC_CU_QKV ? b.wqkv
+                        : which == LMC_CU_O ? b.wo
+                        : which == LMC_CU_GU ? b.wgu
+                                             : b.wdown;
+        return gemm(cu->gemm, X, W, Y, n, N, K, dt, tout, beta, err);
+    }
+    if (lmc_gemm_run_ld(cu->gemm, X, K, f.B, K, cu->lr_tmp, f.rsum, n, f.rsum, K, dt, dt, 0.0f,
+                        err) < 0)
+        return -1;
+    size_t oes = tout == CUDA_R_32F ? 4 : sizeof(T);
+    int r0 = 0, o0 = 0;
+    for (int p = 0; p < f.nparts; p++) {
+        if (lmc_gemm_run_ld(cu->gemm, (const T *)cu->lr_tmp + r0, f.rsum, f.A[p], f.rank[p],
+                            (char *)Y + (size_t)o0 * oes, N, n, f.out[p], f.rank[p], dt, tout,
+                            beta, err) < 0)
+            return -1;
+        r0 += f.rank[p];
+        o0 += f.out[p];
+    }
+    return 0;
+}
+
 /* One block on cu->x. *pending: a bias the previous linear still owes x. */
 template <typename T>
 static int run_block(lmc_cu *cu, int l, int n, int S, const float **pending, lmc_error *err)
@@ -1724,7 +1881,7 @@ static int run_block(lmc_cu *cu, int l, int n, int S, const float **pending, lmc
     LAUNCH_OK("norm kernel");
     mark(cu, ST_NORM);
     *pending = NULL;
-    if (gemm(cu->gemm, cu->xn, b.wqkv, cu->qkv, n, ld, H, dt, dt, 0.0f, err) < 0)
+    if (slot_gemm<T>(cu, b, LMC_CU_QKV, cu->xn, cu->qkv, n, ld, H, dt, 0.0f, err) < 0)
         return -1;
     mark(cu, ST_QKV_GEMM);
     const float *bqkv = b.v[LMC_CU_QKV_B];
@@ -1742,21 +1899,22 @@ static int run_block(lmc_cu *cu, int l, int n, int S, const float **pending, lmc
                      err) < 0)
         return -1;
     mark(cu, ST_ATTN);
-    if (gemm(cu->gemm, cu->ctx, b.wo, cu->x, n, H, qd, dt, CUDA_R_32F, 1.0f, err) < 0)
+    if (slot_gemm<T>(cu, b, LMC_CU_O, cu->ctx, cu->x, n, H, qd, CUDA_R_32F, 1.0f, err) < 0)
         return -1;
     mark(cu, ST_O_GEMM);
     launch_norm<T>(cu->x, b.v[LMC_CU_O_B], (T *)cu->xn, n, H, b.v[LMC_CU_FFN_NORM_W],
                    b.v[LMC_CU_FFN_NORM_B], d->norm_is_rms, eps, cu->st);
     LAUNCH_OK("norm kernel");
     mark(cu, ST_NORM);
-    if (gemm(cu->gemm, cu->xn, b.wgu, cu->gu, n, d->gated ? 2 * F : F, H, dt, dt, 0.0f, err) < 0)
+    if (slot_gemm<T>(cu, b, LMC_CU_GU, cu->xn, cu->gu, n, d->gated ? 2 * F : F, H, dt, 0.0f,
+                     err) < 0)
         return -1;
     mark(cu, ST_GU_GEMM);
     launch_act<T>((const T *)cu->gu, b.v[LMC_CU_GU_B], (T *)cu->act, n, F, d->gated, d->act,
                   cu->st);
     LAUNCH_OK("activation kernel");
     mark(cu, ST_ACT);
-    if (gemm(cu->gemm, cu->act, b.wdown, cu->x, n, H, F, dt, CUDA_R_32F, 1.0f, err) < 0)
+    if (slot_gemm<T>(cu, b, LMC_CU_DOWN, cu->act, cu->x, n, H, F, CUDA_R_32F, 1.0f, err) < 0)
         return -1;
     mark(cu, ST_DOWN_GEMM);
     *pending = b.v[LMC_CU_DOWN_B];
@@ -1998,16 +2156,11 @@ static int cu_setup(lmc_cu *cu, lmc_error *err)
     if (make_engine(&cu->gemm, &cu->st, cu->prec, err) < 0)
         return -1;
     CUDA_OK(cudaMalloc((void **)&cu->bad, sizeof(unsigned long long)), "allocating a flag");
+    /* block matrices are allocated by their first upload, dense or as
+     * factors (lmc_cu_set_lowrank) */
     cu->blk.assign((size_t)d->n_layers, dblock());
-    for (int l = 0; l < d->n_layers; l++) {
-        dblock &b = cu->blk[l];
-        memset(&b, 0, sizeof b);
-        char what[64];
-        snprintf(what, sizeof what, "block %d weights", l);
-        for (int w = LMC_CU_QKV; w <= LMC_CU_DOWN; w++)
-            if (dalloc(cu, mat_slot(cu, w, l), mat_elems(d, w) * cu->es, what, err) < 0)
-                return -1;
-    }
+    for (int l = 0; l < d->n_layers; l++)
+        memset(&cu->blk[l], 0, sizeof(dblock));
     if (dalloc(cu, &cu->embed, mat_elems(d, LMC_CU_EMBED) * cu->es, "embeddings", err) < 0)
         return -1;
     if (!d->tied &&

@@ -55,6 +55,17 @@ size_t lmc_cu_bytes(const lmc_cu *cu);
  * conversion, else -1. */
 int lmc_cu_upload(lmc_cu *cu, int which, int layer, size_t off, const void *src, int src_type,
                   size_t n, int64_t *bad, lmc_error *err);
+/* Slot `which` (QKV, O, GU or DOWN) of `layer` as low-rank factor pairs,
+ * one per part of the slot (QKV: q, k, v; GU: gate, up, or up alone; O and
+ * DOWN: one): the part's output rows are (x . B^T) . A^T with A
+ * [out][ranks[p]] and B [ranks[p]][in]. Call before any upload to the slot;
+ * its dense matrix is then never allocated. */
+int lmc_cu_set_lowrank(lmc_cu *cu, int which, int layer, int nparts, const int *ranks,
+                       lmc_error *err);
+/* n values of part p's factor A (is_b 0) or B (is_b 1) of a low-rank slot,
+ * from offset 0, converted as lmc_cu_upload converts (same *bad). */
+int lmc_cu_upload_factor(lmc_cu *cu, int which, int layer, int part, int is_b, const void *src,
+                         int src_type, size_t n, int64_t *bad, lmc_error *err);
 /* n fp32 values into vector `which` of `layer` at offset off (the vector has
  * its full length, see lmc_cu_vec_len, zeros where nothing was uploaded). */
 int lmc_cu_upload_vec(lmc_cu *cu, int which, int layer, size_t off, const float *src, size_t n,

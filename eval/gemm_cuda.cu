@@ -46,13 +46,20 @@ void lmc_gemm_free(lmc_gemm *g)
     delete g;
 }
 
-int lmc_gemm_run(lmc_gemm *g, const void *X, const void *W, void *Y, int M, int N, int K,
-                 cudaDataType tin, cudaDataType tout, float beta, lmc_error *err)
+int lmc_gemm_run_ld(lmc_gemm *g, const void *X, int ldx, const void *W, int ldw, void *Y,
+                    int ldy, int M, int N, int K, cudaDataType tin, cudaDataType tout,
+                    float beta, lmc_error *err)
 {
     float alpha = 1.0f;
     cublasComputeType_t ct = g->pedantic ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F;
-    BLAS_OK(cublasGemmEx(g->h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, tin, K, X, tin, K,
-                         &beta, Y, tout, N, ct, CUBLAS_GEMM_DEFAULT),
+    BLAS_OK(cublasGemmEx(g->h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, tin, ldw, X, tin,
+                         ldx, &beta, Y, tout, ldy, ct, CUBLAS_GEMM_DEFAULT),
             "GemmEx");
     return 0;
+}
+
+int lmc_gemm_run(lmc_gemm *g, const void *X, const void *W, void *Y, int M, int N, int K,
+                 cudaDataType tin, cudaDataType tout, float beta, lmc_error *err)
+{
+    return lmc_gemm_run_ld(g, X, K, W, K, Y, N, M, N, K, tin, tout, beta, err);
 }

@@ -23,5 +23,10 @@ void lmc_gemm_free(lmc_gemm *g);
 /* Enqueues the product on the engine's stream. */
 int lmc_gemm_run(lmc_gemm *g, const void *X, const void *W, void *Y, int M, int N, int K,
                  cudaDataType tin, cudaDataType tout, float beta, lmc_error *err);
+/* The same with row strides (elements) for X, W and Y: products on column
+ * blocks of a matrix (low-rank factor pairs). */
+int lmc_gemm_run_ld(lmc_gemm *g, const void *X, int ldx, const void *W, int ldw, void *Y,
+                    int ldy, int M, int N, int K, cudaDataType tin, cudaDataType tout,
+                    float beta, lmc_error *err);
 
 #endif

@@ -18,6 +18,8 @@
 #include "../compress/prune.h"
 #include "../compress/quant_passes.h"
 #include "../compress/rtn.h"
+#include "../compress/svd.h"
+#include "../core/lowrank.h"
 #include "../core/fileio.h"
 #include "../core/half.h"
 #include "../core/model.h"
@@ -735,8 +737,41 @@ START_TEST(test_shared_ppl)
 }
 END_TEST
 
+/* Linear w [rows][cols] of t's name as f16 low-rank factors keeping half
+ * its parameters (plain SVD). */
+static void set_lowrank(lmc_model *m, const lmc_tensor *t, const float *w, int64_t rows,
+                        int64_t cols)
+{
+    lmc_error err;
+    lmc_svd_opts o;
+    lmc_svd_opts_default(&o);
+    o.keep = 0.5;
+    int r = lmc_svd_rank(&o, rows, cols);
+    ck_assert_int_gt(r, 0);
+    float *A = malloc(sizeof(float) * rows * r), *B = malloc(sizeof(float) * r * cols);
+    lmc_svd_info info;
+    ck_assert_msg(lmc_svd_factor(w, rows, cols, r, LMC_SVD_PLAIN, NULL, NULL, A, B, &info, &err) ==
+                      0,
+                  "%s", err.msg);
+    lmc_tensor nt;
+    memset(&nt, 0, sizeof nt);
+    snprintf(nt.name, sizeof nt.name, "%s", t->name);
+    nt.ndim = 2;
+    nt.shape[0] = rows;
+    nt.shape[1] = cols;
+    uint8_t *blob;
+    ck_assert_msg(lmc_lowrank_encode(A, B, rows, cols, r, LMC_ENC_F16, &nt.enc, &blob, &nt.nbytes,
+                                     &err) == 0,
+                  "%s", err.msg);
+    nt.data = nt.owned = blob;
+    ck_assert_msg(lmc_model_set_tensor(m, &nt, &err) == 0, "%s", err.msg);
+    free(A), free(B);
+}
+
 /* llama-s with every block linear re-encoded in memory: RTN w4 g128 (qgroup,
- * GPTQ's encoding), 50% magnitude (sparse) and 2:4 (N:M). */
+ * GPTQ's encoding), 50% magnitude (sparse), 2:4 (N:M), low-rank factor pairs
+ * (kept as factors on the device), and low-rank but for "up" (the gate|up
+ * slot mixed, hence decoded to dense). */
 static void reencode(lmc_model *m, int kind)
 {
     lmc_linear_desc ld[8];
@@ -749,7 +784,10 @@ static void reencode(lmc_model *m, int kind)
             float *w;
             ck_assert_msg(lmc_tensor_to_f32(t, &w, &err) == 0, "%s", err.msg);
             int64_t rows = t->shape[0], cols = t->shape[1];
-            if (kind == 0) {
+            if (kind >= 3) {
+                if (kind == 3 || strcmp(ld[k].role, "up"))
+                    set_lowrank(m, t, w, rows, cols);
+            } else if (kind == 0) {
                 lmc_qresult q;
                 ck_assert_msg(lmc_rtn_quantize(w, rows, cols, 4, 128, 0, &q, NULL, &err) == 0,
                               "%s", err.msg);
@@ -787,11 +825,14 @@ START_TEST(test_encoded_ppl)
     lmc_model *m = load_shared("llama-s", &ids, &n);
     if (!m)
         return;
-    const char *labels[3] = {"llama-s rtn w4 g128 (qgroup)", "llama-s magnitude 50% (sparse)",
-                             "llama-s magnitude 2:4 (nm)"};
+    const char *labels[5] = {"llama-s rtn w4 g128 (qgroup)", "llama-s magnitude 50% (sparse)",
+                             "llama-s magnitude 2:4 (nm)", "llama-s svd keep 0.5 (lowrank)",
+                             "llama-s svd keep 0.5 but up (lowrank + f16)"};
     reencode(m, _i);
     lmc_tensor *t = lmc_model_block_tensor(m, 0, "q", "weight");
-    ck_assert_int_eq(t->enc.id, _i == 0 ? LMC_ENC_QGROUP : _i == 1 ? LMC_ENC_SPARSE : LMC_ENC_NM);
+    static const lmc_enc_id ids_of[5] = {LMC_ENC_QGROUP, LMC_ENC_SPARSE, LMC_ENC_NM,
+                                         LMC_ENC_LOWRANK, LMC_ENC_LOWRANK};
+    ck_assert_int_eq(t->enc.id, ids_of[_i]);
     ppl_agreement(labels[_i], m, ids, n, 1024);
     free(ids);
     lmc_model_free(m);
@@ -828,6 +869,23 @@ START_TEST(test_load_errors)
     snprintf(t->name, sizeof t->name, "blk.1.kk.weight");
     ck_assert_int_eq(lmc_cuda_model_new(m, LMC_PREC_FP32, 256, 64, &cm, &err), -1);
     ck_assert_msg(strstr(err.msg, "blk.1.k.weight is missing"), "%s", err.msg);
+    lmc_model_free(m);
+    /* a NaN in a low-rank factor kept as factors on the device */
+    m = tiny_model(&TINY[0], 33);
+    t = lmc_model_block_tensor(m, 1, "down", "weight");
+    float *w;
+    ck_assert_msg(lmc_tensor_to_f32(t, &w, &err) == 0, "%s", err.msg);
+    set_lowrank(m, t, w, t->shape[0], t->shape[1]);
+    free(w);
+    t = lmc_model_block_tensor(m, 1, "down", "weight");
+    ck_assert_int_eq(t->enc.id, LMC_ENC_LOWRANK);
+    ck_assert_msg(lmc_cuda_model_new(m, LMC_PREC_FP16, 256, 64, &cm, &err) == 0, "%s", err.msg);
+    lmc_cuda_model_free(cm);
+    ((uint16_t *)t->owned)[t->enc.rank + 1] = 0x7e00; /* A [1][1] */
+    ck_assert_int_eq(lmc_cuda_model_new(m, LMC_PREC_FP16, 256, 64, &cm, &err), -1);
+    ck_assert_msg(strstr(err.msg, "blk.1.down.weight") && strstr(err.msg, "factor A") &&
+                      strstr(err.msg, "NaN") && strstr(err.msg, "[1, 1]"),
+                  "%s", err.msg);
     lmc_model_free(m);
     /* windows: too many tokens, a bad id */
     m = tiny_model(&TINY[2], 32);
@@ -866,7 +924,7 @@ static Suite *suite(void)
     tcase_set_timeout(tm, 1800);
     tcase_add_test(tm, test_llama_xs);
     tcase_add_loop_test(tm, test_shared_ppl, 0, 3);
-    tcase_add_loop_test(tm, test_encoded_ppl, 0, 3);
+    tcase_add_loop_test(tm, test_encoded_ppl, 0, 5);
     suite_add_tcase(s, tm);
     return s;
 }
