@@ -153,15 +153,23 @@ static int put_factors(lmc_cuda_model *cm, const lmc_tensor *t, int which, int l
     if (t->nbytes != need || !t->data)
         return lmc_fail(err, "tensor %s: %zu bytes of data, encoding %s needs %zu", t->name,
                         t->nbytes, tr->name, need);
-    int r = t->enc.rank, f16 = t->enc.inner == LMC_ENC_F16;
+    int r = t->enc.rank, rp = lmc_cu_rank_pad(r), f16 = t->enc.inner == LMC_ENC_F16;
     int src_type = f16 ? LMC_CU_SRC_F16 : LMC_CU_SRC_F32;
-    size_t es = f16 ? 2 : 4, na = (size_t)rows * r, b_off = (na * es + 3) & ~(size_t)3;
+    size_t es = f16 ? 2 : 4, b_off = ((size_t)rows * r * es + 3) & ~(size_t)3;
+    /* A with its rows padded to rp values (zeros), as the device keeps it */
+    uint8_t *a = calloc((size_t)rows * rp, es);
+    if (!a)
+        return lmc_fail(err, "out of memory");
+    for (int64_t i = 0; i < rows; i++)
+        memcpy(a + (size_t)i * rp * es, t->data + (size_t)i * r * es, (size_t)r * es);
     int64_t bad;
-    if (lmc_cu_upload_factor(cm->cu, which, layer, part, 0, t->data, src_type, na, &bad, err) <
-        0)
+    int rc = lmc_cu_upload_factor(cm->cu, which, layer, part, 0, a, src_type, (size_t)rows * rp,
+                                  &bad, err);
+    if (rc == 0 && bad >= 0)
+        rc = bad_weight(cm, t, "factor A value", a, src_type, bad, rp, err);
+    free(a);
+    if (rc < 0)
         return -1;
-    if (bad >= 0)
-        return bad_weight(cm, t, "factor A value", t->data, src_type, bad, r, err);
     if (lmc_cu_upload_factor(cm->cu, which, layer, part, 1, t->data + b_off, src_type,
                              (size_t)r * cols, &bad, err) < 0)
         return -1;

@@ -18,7 +18,9 @@
  * double), and one block per window sums its rows in a fixed order.
  *
  * Matrix products: cuBLAS GemmEx (gemm_cuda.cu), compute type fp32
- * (pedantic, i.e. no TF32, for fp32 precision). Attention, fp16/bf16: on a
+ * (pedantic, i.e. no TF32, for fp32 precision). A slot whose linears are
+ * all low-rank keeps the factors: x . B^T for all of them in one product,
+ * then one product per linear into its columns (slot_gemm). Attention, fp16/bf16: on a
  * Hopper (sm_90a build) and head_dim 64 a wgmma kernel (k_attn_wg), else an
  * mma.sync m16n8k16 kernel for head_dim 32/64/96/128 (k_attn_tc), both with
  * fp32 accumulation; a SIMT fp32 kernel otherwise and for fp32 precision.
@@ -1266,12 +1268,14 @@ k_attn_wg(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int l
 
 /* A block matrix slot kept as low-rank factor pairs (nparts 0: dense). Part
  * p gives output columns [o_p, o_p + out[p]) as (x . B_p^T) . A_p^T; the
- * B_p are stacked so that one GEMM computes every x . B_p^T. */
+ * B_p are stacked so that one GEMM computes every x . B_p^T. Ranks are
+ * padded to lmc_cu_rank_pad (zero columns of A, zero rows of B) so that
+ * every leading dimension and column offset is 16-byte aligned. */
 struct dfactors {
     int nparts, rsum;
-    int rank[3], out[3];
-    void *A[3]; /* [out][rank], weight type */
-    void *B;    /* [rsum][in], part p from row rank[0] + ... + rank[p-1] */
+    int rank[3], rpad[3], out[3];
+    void *A[3]; /* [out][rpad], weight type */
+    void *B;    /* [rsum][in], part p from row rpad[0] + ... + rpad[p-1] */
 };
 
 struct dblock {
@@ -1543,13 +1547,18 @@ extern "C" int lmc_cu_set_lowrank(lmc_cu *cu, int which, int layer, int nparts, 
             return lmc_fail(err, "low-rank slot: rank %d of part %d outside [1, %d]", ranks[p],
                             p, std::min(out[p], in));
         f.rank[p] = ranks[p];
+        f.rpad[p] = lmc_cu_rank_pad(ranks[p]);
         f.out[p] = out[p];
-        if (dalloc(cu, &f.A[p], (size_t)out[p] * ranks[p] * cu->es, what, err) < 0)
+        size_t na = (size_t)out[p] * f.rpad[p] * cu->es;
+        if (dalloc(cu, &f.A[p], na, what, err) < 0)
             return -1;
-        rsum += ranks[p];
+        CUDA_OK(cudaMemset(f.A[p], 0, na), "low-rank factors");
+        rsum += f.rpad[p];
     }
-    if (dalloc(cu, &f.B, (size_t)rsum * in * cu->es, what, err) < 0)
+    size_t nb = (size_t)rsum * in * cu->es;
+    if (dalloc(cu, &f.B, nb, what, err) < 0)
         return -1;
+    CUDA_OK(cudaMemset(f.B, 0, nb), "low-rank factors");
     f.rsum = rsum;
     f.nparts = nparts;
     if (rsum > cu->lr_cap) { /* the intermediate x . B^T, as wide as the widest slot */
@@ -1576,13 +1585,13 @@ extern "C" int lmc_cu_upload_factor(lmc_cu *cu, int which, int layer, int part, 
     if (part < 0 || part >= f.nparts)
         return lmc_fail(err, "factor upload: matrix %d of block %d has no low-rank part %d",
                         which, layer, part);
-    size_t want = (size_t)f.rank[part] * (is_b ? in : f.out[part]);
+    size_t want = is_b ? (size_t)f.rank[part] * in : (size_t)f.out[part] * f.rpad[part];
     if (n != want)
-        return lmc_fail(err, "factor upload: %zu values, factor %c of part %d holds %zu", n,
+        return lmc_fail(err, "factor upload: %zu values, factor %c of part %d takes %zu", n,
                         is_b ? 'B' : 'A', part, want);
     size_t off = 0;
     for (int p = 0; is_b && p < part; p++)
-        off += (size_t)f.rank[p] * in;
+        off += (size_t)f.rpad[p] * in;
     return upload_to(cu, is_b ? f.B : f.A[part], off, src, src_type, n, bad, err);
 }
 
@@ -1856,11 +1865,11 @@ static int slot_gemm(lmc_cu *cu, const dblock &b, int which, const void *X, void
     size_t oes = tout == CUDA_R_32F ? 4 : sizeof(T);
     int r0 = 0, o0 = 0;
     for (int p = 0; p < f.nparts; p++) {
-        if (lmc_gemm_run_ld(cu->gemm, (const T *)cu->lr_tmp + r0, f.rsum, f.A[p], f.rank[p],
-                            (char *)Y + (size_t)o0 * oes, N, n, f.out[p], f.rank[p], dt, tout,
+        if (lmc_gemm_run_ld(cu->gemm, (const T *)cu->lr_tmp + r0, f.rsum, f.A[p], f.rpad[p],
+                            (char *)Y + (size_t)o0 * oes, N, n, f.out[p], f.rpad[p], dt, tout,
                             beta, err) < 0)
             return -1;
-        r0 += f.rank[p];
+        r0 += f.rpad[p];
         o0 += f.out[p];
     }
     return 0;

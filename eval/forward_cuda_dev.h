@@ -62,8 +62,11 @@ int lmc_cu_upload(lmc_cu *cu, int which, int layer, size_t off, const void *src,
  * its dense matrix is then never allocated. */
 int lmc_cu_set_lowrank(lmc_cu *cu, int which, int layer, int nparts, const int *ranks,
                        lmc_error *err);
-/* n values of part p's factor A (is_b 0) or B (is_b 1) of a low-rank slot,
- * from offset 0, converted as lmc_cu_upload converts (same *bad). */
+/* Ranks are padded on the device to a multiple of 8 (16-byte rows). */
+static inline int lmc_cu_rank_pad(int rank) { return (rank + 7) & ~7; }
+/* Part p's factor A (is_b 0), given as [out][lmc_cu_rank_pad(rank)] with
+ * zeros in the padding columns, or B (is_b 1), [rank][in]; converted as
+ * lmc_cu_upload converts (same *bad). */
 int lmc_cu_upload_factor(lmc_cu *cu, int which, int layer, int part, int is_b, const void *src,
                          int src_type, size_t n, int64_t *bad, lmc_error *err);
 /* n fp32 values into vector `which` of `layer` at offset off (the vector has
