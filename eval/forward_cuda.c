@@ -140,19 +140,29 @@ static int put_matrix(lmc_cuda_model *cm, const lmc_tensor *t, int which, int la
     return rc;
 }
 
-/* Part `part` of a low-rank slot: the factors go up as stored (f16 or f32),
- * without forming A . B. */
-static int put_factors(lmc_cuda_model *cm, const lmc_tensor *t, int which, int layer, int part,
-                       lmc_error *err)
+/* A low-rank tensor's encoding fields and blob size. */
+static int check_lowrank(const lmc_tensor *t, lmc_error *err)
 {
-    const lmc_enc_traits *tr = lmc_enc_get(t->enc.id);
+    const lmc_enc_traits *tr = lmc_enc_get(LMC_ENC_LOWRANK);
     int64_t rows = t_rows(t), cols = t_cols(t);
-    if (tr->validate(&t->enc, rows, cols, err) < 0)
-        return lmc_fail_prefix(err, t->name);
+    if (tr->validate(&t->enc, rows, cols, err) < 0) {
+        char pre[128];
+        snprintf(pre, sizeof pre, "tensor %s", t->name);
+        return lmc_fail_prefix(err, pre);
+    }
     size_t need = tr->nbytes(&t->enc, rows, cols);
     if (t->nbytes != need || !t->data)
         return lmc_fail(err, "tensor %s: %zu bytes of data, encoding %s needs %zu", t->name,
                         t->nbytes, tr->name, need);
+    return 0;
+}
+
+/* Part `part` of a low-rank slot (checked with check_lowrank): the factors
+ * go up as stored (f16 or f32), without forming A . B. */
+static int put_factors(lmc_cuda_model *cm, const lmc_tensor *t, int which, int layer, int part,
+                       lmc_error *err)
+{
+    int64_t rows = t_rows(t), cols = t_cols(t);
     int r = t->enc.rank, rp = lmc_cu_rank_pad(r), f16 = t->enc.inner == LMC_ENC_F16;
     int src_type = f16 ? LMC_CU_SRC_F16 : LMC_CU_SRC_F32;
     size_t es = f16 ? 2 : 4, b_off = ((size_t)rows * r * es + 3) & ~(size_t)3;
@@ -223,6 +233,9 @@ static int load_linears(lmc_cuda_model *cm, const lmc_model *m, int layer,
         lowrank = lowrank && ts[i]->enc.id == LMC_ENC_LOWRANK;
         ranks[i] = ts[i]->enc.rank;
     }
+    for (int i = 0; lowrank && i < nroles; i++)
+        if (check_lowrank(ts[i], err) < 0)
+            return -1;
     if (lowrank && lmc_cu_set_lowrank(cm->cu, wslot, layer, nroles, ranks, err) < 0)
         return -1;
     int64_t row = 0;

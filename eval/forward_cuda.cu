@@ -20,7 +20,8 @@
  * Matrix products: cuBLAS GemmEx (gemm_cuda.cu), compute type fp32
  * (pedantic, i.e. no TF32, for fp32 precision). A slot whose linears are
  * all low-rank keeps the factors: x . B^T for all of them in one product,
- * then one product per linear into its columns (slot_gemm). Attention, fp16/bf16: on a
+ * then one product per linear into its columns (slot_gemm).
+ * Attention, fp16/bf16: on a
  * Hopper (sm_90a build) and head_dim 64 a wgmma kernel (k_attn_wg), else an
  * mma.sync m16n8k16 kernel for head_dim 32/64/96/128 (k_attn_tc), both with
  * fp32 accumulation; a SIMT fp32 kernel otherwise and for fp32 precision.
