@@ -2451,6 +2451,28 @@ static int random_dev(dbuf &d, size_t n, uint64_t seed, lmc_error *err)
     return to_dev<T>(d, h.data(), n, err);
 }
 
+/* Median seconds of one call of run() (int run(): < 0 on error), timed by
+ * events over `inner` calls, `reps` times. */
+template <typename F>
+static int time_median(bench_ctx &b, int reps, int inner, F run, double *sec, lmc_error *err)
+{
+    std::vector<double> t((size_t)reps);
+    for (int i = 0; i < reps; i++) {
+        CUDA_OK(cudaEventRecord(b.e0, b.st), "benchmark");
+        for (int r = 0; r < inner; r++)
+            if (run() < 0)
+                return -1;
+        CUDA_OK(cudaEventRecord(b.e1, b.st), "benchmark");
+        CUDA_OK(cudaEventSynchronize(b.e1), "benchmark");
+        float ms = 0;
+        CUDA_OK(cudaEventElapsedTime(&ms, b.e0, b.e1), "benchmark");
+        t[i] = ms / inner * 1e-3;
+    }
+    qsort(t.data(), (size_t)reps, sizeof t[0], cmp_double);
+    *sec = t[reps / 2];
+    return 0;
+}
+
 template <typename T>
 static int bench_one(bench_ctx &b, lmc_cu_gemm_rate *o, int out32, float beta, lmc_error *err)
 {
@@ -2466,21 +2488,12 @@ static int bench_one(bench_ctx &b, lmc_cu_gemm_rate *o, int out32, float beta, l
     for (int i = 0; i < 3; i++)
         if (gemm(b.g, X.p, W.p, Y.p, M, N, K, dt, to, beta, err) < 0)
             return -1;
-    enum { REPS = 15, INNER = 5 };
-    double t[REPS];
-    for (int i = 0; i < REPS; i++) {
-        CUDA_OK(cudaEventRecord(b.e0, b.st), "benchmark");
-        for (int r = 0; r < INNER; r++)
-            if (gemm(b.g, X.p, W.p, Y.p, M, N, K, dt, to, beta, err) < 0)
-                return -1;
-        CUDA_OK(cudaEventRecord(b.e1, b.st), "benchmark");
-        CUDA_OK(cudaEventSynchronize(b.e1), "benchmark");
-        float ms = 0;
-        CUDA_OK(cudaEventElapsedTime(&ms, b.e0, b.e1), "benchmark");
-        t[i] = ms / INNER * 1e-3;
-    }
-    qsort(t, REPS, sizeof t[0], cmp_double);
-    o->tflops = 2.0 * o->m * o->n * o->k / t[REPS / 2] * 1e-12;
+    double sec = 0;
+    if (time_median(
+            b, 15, 5, [&] { return gemm(b.g, X.p, W.p, Y.p, M, N, K, dt, to, beta, err); }, &sec,
+            err) < 0)
+        return -1;
+    o->tflops = 2.0 * o->m * o->n * o->k / sec * 1e-12;
     return 0;
 }
 
@@ -2497,23 +2510,15 @@ static int bench_attention(bench_ctx &b, const lmc_cu_dims *d, lmc_cu_gemm_rate 
     for (int i = 0; i < 3; i++)
         if (attention<T>(d, (const T *)X.p, (T *)Y.p, nwin, S, 0, NULL, NULL, b.st, err) < 0)
             return -1;
-    enum { REPS = 9, INNER = 3 };
-    double t[REPS];
-    for (int i = 0; i < REPS; i++) {
-        CUDA_OK(cudaEventRecord(b.e0, b.st), "benchmark");
-        for (int r = 0; r < INNER; r++)
-            if (attention<T>(d, (const T *)X.p, (T *)Y.p, nwin, S, 0, NULL, NULL, b.st, err) < 0)
-                return -1;
-        CUDA_OK(cudaEventRecord(b.e1, b.st), "benchmark");
-        CUDA_OK(cudaEventSynchronize(b.e1), "benchmark");
-        float ms = 0;
-        CUDA_OK(cudaEventElapsedTime(&ms, b.e0, b.e1), "benchmark");
-        t[i] = ms / INNER * 1e-3;
-    }
-    qsort(t, REPS, sizeof t[0], cmp_double);
+    double sec = 0;
+    auto run = [&] {
+        return attention<T>(d, (const T *)X.p, (T *)Y.p, nwin, S, 0, NULL, NULL, b.st, err);
+    };
+    if (time_median(b, 9, 3, run, &sec, err) < 0)
+        return -1;
     /* scores and context, n_heads x head_dim MACs per (query, key <= query) */
     double flop = 2.0 * 2.0 * d->n_heads * d->head_dim * nwin * (double)S * (S + 1) / 2.0;
-    o->tflops = flop / t[REPS / 2] * 1e-12;
+    o->tflops = flop / sec * 1e-12;
     return 0;
 }
 
