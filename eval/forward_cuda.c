@@ -21,6 +21,7 @@ struct lmc_cuda_model {
     lmc_cu *cu;
     lmc_config cfg;
     lmc_precision prec;
+    lmc_residual res; /* resolved: FP32 or HALF */
     int max_tokens;
 };
 
@@ -320,6 +321,8 @@ void lmc_cuda_model_free(lmc_cuda_model *cm)
 
 lmc_precision lmc_cuda_model_precision(const lmc_cuda_model *cm) { return cm->prec; }
 
+lmc_residual lmc_cuda_model_residual(const lmc_cuda_model *cm) { return cm->res; }
+
 size_t lmc_cuda_model_bytes(const lmc_cuda_model *cm) { return lmc_cu_bytes(cm->cu); }
 
 /* ids checked, next-token targets (-1 at each window's last row). */
@@ -357,11 +360,14 @@ int lmc_cuda_windows_nll(lmc_cuda_model *cm, const int32_t *ids, int nwin, int s
     return windows_nll(cm, ids, nwin, seqlen, nll, err);
 }
 
-int lmc_cuda_model_new(const lmc_model *m, lmc_precision prec, int max_tokens, int seqlen_hint,
-                       lmc_cuda_model **out, lmc_error *err)
+int lmc_cuda_model_new(const lmc_model *m, lmc_precision prec, lmc_residual res, int max_tokens,
+                       int seqlen_hint, lmc_cuda_model **out, lmc_error *err)
 {
     *out = NULL;
     const lmc_config *c = &m->cfg;
+    lmc_precision p = lmc_precision_resolve(prec, c);
+    if (res == LMC_RESIDUAL_HALF && p == LMC_PREC_FP32)
+        return lmc_fail(err, "a half residual needs fp16 or bf16 precision, not fp32");
     if (check_config(c, err) < 0 || lmc_cu_device(NULL, 0, err) < 0)
         return -1;
     lmc_encodings_init();
@@ -391,7 +397,9 @@ int lmc_cuda_model_new(const lmc_model *m, lmc_precision prec, int max_tokens, i
     if (!cm)
         return lmc_fail(err, "out of memory");
     cm->cfg = *c;
-    cm->prec = lmc_precision_resolve(prec, c);
+    cm->prec = p;
+    cm->res = p == LMC_PREC_FP32 || res == LMC_RESIDUAL_FP32 ? LMC_RESIDUAL_FP32
+                                                             : LMC_RESIDUAL_HALF;
     if (max_tokens <= 0) {
         /* LMC_CUDA_TOKENS: override the default (for tuning) */
         const char *e = getenv("LMC_CUDA_TOKENS");
@@ -401,7 +409,8 @@ int lmc_cuda_model_new(const lmc_model *m, lmc_precision prec, int max_tokens, i
     cm->max_tokens = max_tokens;
     lmc_cu_dims d;
     dims_of(c, pos_rows, tied, &d);
-    if (lmc_cu_new(&d, (int)cm->prec, max_tokens, &cm->cu, err) < 0 ||
+    if (lmc_cu_new(&d, (int)cm->prec, cm->res == LMC_RESIDUAL_HALF, max_tokens, &cm->cu, err) <
+            0 ||
         load_weights(cm, m, err) < 0)
         goto fail;
     lmc_cu_upload_done(cm->cu);
@@ -473,8 +482,10 @@ int lmc_cuda_perplexity(lmc_cuda_model *cm, const int32_t *ids, int64_t n, const
             if (!isfinite(wn[i])) {
                 free(wn);
                 return lmc_fail(err, "%s, window %lld: non-finite negative log-likelihood in a "
-                                     "window of %d tokens (%s overflow? try --precision fp32)",
-                                src, (long long)(k + i), S, lmc_precision_name(cm->prec));
+                                     "window of %d tokens (%s overflow? try %s)",
+                                src, (long long)(k + i), S, lmc_precision_name(cm->prec),
+                                cm->res == LMC_RESIDUAL_HALF ? "--residual fp32 or --precision fp32"
+                                                             : "--precision fp32");
             }
             total += wn[i];
         }
@@ -569,9 +580,9 @@ int lmc_cuda_test_act(lmc_act act, int gated, const float *gu, const float *bias
 }
 
 int lmc_cuda_test_row_nll(const float *logits, int rows, int V, const int32_t *targets,
-                          double *nll, lmc_error *err)
+                          lmc_precision p, double *nll, lmc_error *err)
 {
-    return lmc_cu_test_row_nll(logits, rows, V, targets, nll, err);
+    return lmc_cu_test_row_nll(logits, rows, V, targets, prec_of(p) == LMC_PREC_FP16, nll, err);
 }
 
 int lmc_cuda_bench_gemm(const lmc_config *c, int tokens, lmc_precision p,

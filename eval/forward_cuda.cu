@@ -2,20 +2,22 @@
  * protocol, the same op order, the same NLL.
  *
  * Layout of one forward over nwin windows of S tokens (T = nwin * S rows):
- *   x    [T][H]       fp32 residual stream (every precision)
+ *   x    [T][H]       residual stream: fp32, or the compute type (res_half,
+ *                     the default at fp16/bf16, as transformers keeps it)
  *   xn   [T][H]       norm output, in the weight type W (fp32/fp16/bf16)
  *   qkv  [T][qd+2kvd] one GEMM against the fused q|k|v weight, then bias +
  *                     RoPE in place (without biases, k_attn_wg rotates Q
  *                     as it loads it, and only k is rotated here)
  *   ctx  [T][qd]      attention (flash-style, online softmax, causal, GQA)
- *   x   += ctx Wo^T   GEMM straight into the fp32 residual (beta = 1)
+ *   x   += ctx Wo^T   GEMM straight into the residual (beta = 1)
  *   gu   [T][2F]      fused gate|up GEMM (up only without a gate)
  *   act  [T][F]       silu(g)*u / act(u), biases added here
  *   x   += act Wd^T   GEMM into the residual
  * o/down biases are added by the next norm kernel (x += b; then normalize),
- * in the same order the CPU adds them. The head runs in row chunks into fp32
- * logits; one block per row computes the NLL (exponentials summed in
- * double), and one block per window sums its rows in a fixed order.
+ * in the same order the CPU adds them. The head runs in row chunks into
+ * logits (fp16 at fp16 with the half residual, else fp32); one block per
+ * row computes the NLL (exponentials summed in double), and one block per
+ * window sums its rows in a fixed order.
  *
  * Matrix products: cuBLAS GemmEx (gemm_cuda.cu), compute type fp32
  * (pedantic, i.e. no TF32, for fp32 precision). A slot whose linears are
@@ -200,36 +202,40 @@ static int grid_for(size_t n)
 /* ---------------------------------------------------------------- kernels */
 
 /* x[t] = E[ids[t]] (+ P[t % S + pos_off]) */
-template <typename T>
+template <typename T, typename R>
 __global__ void k_embed(const int32_t *ids, const T *E, const float *P, int pos_off, int S, int H,
-                        float *x)
+                        R *x)
 {
     size_t t = blockIdx.x;
     const T *e = E + (size_t)ids[t] * H;
     const float *p = P ? P + (size_t)((int)(t % S) + pos_off) * H : NULL;
-    float *xr = x + t * H;
+    R *xr = x + t * H;
     for (int j = threadIdx.x; j < H; j += blockDim.x) {
         float v = tof(e[j]);
         if (p)
             v += p[j];
-        xr[j] = v;
+        xr[j] = fromf<R>(v);
     }
 }
 
-/* One row per block: x += badd (stored back), y = norm(x), as lmc_op_norm. */
-template <typename T>
-__global__ void k_norm(float *x, const float *badd, T *y, int H, const float *w, const float *b,
+/* v rounded to the residual type R (identity for fp32) */
+template <typename R> __device__ __forceinline__ float rnd(float v) { return tof(fromf<R>(v)); }
+
+/* One row per block: x += badd (stored back), y = norm(x), as lmc_op_norm.
+ * R is the residual's type: fp32, or the compute type (--residual half). */
+template <typename T, typename R>
+__global__ void k_norm(R *x, const float *badd, T *y, int H, const float *w, const float *b,
                        int rms, float eps)
 {
     __shared__ double red[32];
-    float *xr = x + (size_t)blockIdx.x * H;
+    R *xr = x + (size_t)blockIdx.x * H;
     T *yr = y + (size_t)blockIdx.x * H;
     double s = 0;
     for (int j = threadIdx.x; j < H; j += blockDim.x) {
-        float v = xr[j];
+        float v = tof(xr[j]);
         if (badd) {
-            v += badd[j];
-            xr[j] = v;
+            v = rnd<R>(v + badd[j]);
+            xr[j] = fromf<R>(v);
         }
         s += rms ? (double)v * v : (double)v;
     }
@@ -238,18 +244,18 @@ __global__ void k_norm(float *x, const float *badd, T *y, int H, const float *w,
         float var = (float)(s / H);
         float r = 1.0f / sqrtf(var + eps);
         for (int j = threadIdx.x; j < H; j += blockDim.x)
-            yr[j] = fromf<T>(w[j] * (xr[j] * r));
+            yr[j] = fromf<T>(w[j] * (tof(xr[j]) * r));
         return;
     }
     double mu = s / H, s2 = 0;
     for (int j = threadIdx.x; j < H; j += blockDim.x) {
-        double d = xr[j] - mu;
+        double d = tof(xr[j]) - mu;
         s2 += d * d;
     }
     s2 = block_sum(s2, red);
     float r = (float)(1.0 / sqrt(s2 / H + (double)eps)), m = (float)mu;
     for (int j = threadIdx.x; j < H; j += blockDim.x)
-        yr[j] = fromf<T>((xr[j] - m) * r * w[j] + (b ? b[j] : 0.0f));
+        yr[j] = fromf<T>((tof(xr[j]) - m) * r * w[j] + (b ? b[j] : 0.0f));
 }
 
 /* The same for H % 4 == 0 and H <= 32 * blockDim: the row stays in
@@ -268,12 +274,26 @@ template <typename T> __device__ __forceinline__ void store4(T *p, float a, floa
     }
 }
 
-template <typename T>
-__global__ void k_norm4(float *x, const float *badd, T *y, int H, const float *w, const float *b,
+/* Four elements from p (16-byte aligned for fp32, 8-byte for 16-bit). */
+template <typename T> __device__ __forceinline__ float4 load4(const T *p)
+{
+    if constexpr (sizeof(T) == 4) {
+        return *reinterpret_cast<const float4 *>(p);
+    } else {
+        typedef typename vec2<T>::type V2;
+        uint2 u = *reinterpret_cast<const uint2 *>(p);
+        float2 lo = tof2(*reinterpret_cast<const V2 *>(&u.x)),
+               hi = tof2(*reinterpret_cast<const V2 *>(&u.y));
+        return make_float4(lo.x, lo.y, hi.x, hi.y);
+    }
+}
+
+template <typename T, typename R>
+__global__ void k_norm4(R *x, const float *badd, T *y, int H, const float *w, const float *b,
                         int rms, float eps)
 {
     __shared__ double red[32];
-    float4 *xr = reinterpret_cast<float4 *>(x + (size_t)blockIdx.x * H);
+    R *xr = x + (size_t)blockIdx.x * H;
     T *yr = y + (size_t)blockIdx.x * H;
     const float4 *ba = reinterpret_cast<const float4 *>(badd);
     const float4 *w4 = reinterpret_cast<const float4 *>(w), *b4 = reinterpret_cast<const float4 *>(b);
@@ -284,11 +304,12 @@ __global__ void k_norm4(float *x, const float *badd, T *y, int H, const float *w
     for (int i = 0; i < 8; i++) {
         int j = threadIdx.x + i * blockDim.x;
         if (j < H4) {
-            float4 a = xr[j];
+            float4 a = load4<R>(xr + 4 * j);
             if (ba) {
                 float4 c = ba[j];
-                a.x += c.x, a.y += c.y, a.z += c.z, a.w += c.w;
-                xr[j] = a;
+                a.x = rnd<R>(a.x + c.x), a.y = rnd<R>(a.y + c.y), a.z = rnd<R>(a.z + c.z),
+                a.w = rnd<R>(a.w + c.w);
+                store4<R>(xr + 4 * j, a.x, a.y, a.z, a.w);
             }
             v[i] = a;
             s += rms ? (double)a.x * a.x + (double)a.y * a.y + (double)a.z * a.z +
@@ -336,8 +357,8 @@ static int norm_threads(int H)
     return t < 64 ? 64 : (t > 1024 ? 1024 : t);
 }
 
-template <typename T>
-static void launch_norm(float *x, const float *badd, T *y, int n, int H, const float *w,
+template <typename T, typename R>
+static void launch_norm(R *x, const float *badd, T *y, int n, int H, const float *w,
                         const float *b, int rms, float eps, cudaStream_t st)
 {
     int H4 = H / 4;
@@ -345,9 +366,9 @@ static void launch_norm(float *x, const float *badd, T *y, int n, int H, const f
      * (2.3 -> ~3.3 TB/s at H = 2048; 2 and 8 per thread measured slower) */
     int t = std::min(1024, std::max(64, (H4 / 4 + 31) / 32 * 32));
     if (H % 4 == 0 && H4 <= 8 * t)
-        k_norm4<T><<<n, t, 0, st>>>(x, badd, y, H, w, b, rms, eps);
+        k_norm4<T, R><<<n, t, 0, st>>>(x, badd, y, H, w, b, rms, eps);
     else
-        k_norm<T><<<n, norm_threads(H), 0, st>>>(x, badd, y, H, w, b, rms, eps);
+        k_norm<T, R><<<n, norm_threads(H), 0, st>>>(x, badd, y, H, w, b, rms, eps);
 }
 
 /* One rotate_half RoPE pair, written once so that every kernel that rotates
@@ -534,7 +555,8 @@ __device__ __forceinline__ void lse_add(float v, float &m, double &s)
     }
 }
 
-__global__ void k_row_nll(const float *logits, int V, const int32_t *targets, double *out)
+template <typename L>
+__global__ void k_row_nll(const L *logits, int V, const int32_t *targets, double *out)
 {
     __shared__ float redf[32];
     __shared__ double redd[32];
@@ -545,15 +567,14 @@ __global__ void k_row_nll(const float *logits, int V, const int32_t *targets, do
             out[row] = 0.0;
         return;
     }
-    const float *l = logits + row * V;
+    const L *l = logits + row * V;
     float m = -INFINITY;
     double s = 0.0;
-    if (V % 4 == 0) { /* rows 16-byte aligned: vector loads */
-        const float4 *l4 = reinterpret_cast<const float4 *>(l);
+    if (V % 4 == 0) { /* rows aligned: vector loads */
         /* per group of 4: one max update, then four independent exps
          * (0.92 -> 0.60 ms per TinyLlama-shaped forward, ncu, H200) */
         for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
-            float4 v = l4[j];
+            float4 v = load4<L>(l + 4 * j);
             float m4 = fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w));
             if (m4 > m) {
                 s = m == -INFINITY ? 0.0 : s * exp((double)m - (double)m4);
@@ -563,13 +584,13 @@ __global__ void k_row_nll(const float *logits, int V, const int32_t *targets, do
         }
     } else {
         for (int j = threadIdx.x; j < V; j += blockDim.x)
-            lse_add(l[j], m, s);
+            lse_add(tof(l[j]), m, s);
     }
     float M = block_max(m, redf);
     s = m == -INFINITY ? 0.0 : s * exp((double)m - (double)M);
     s = block_sum(s, redd);
     if (threadIdx.x == 0)
-        out[row] = log(s) + (double)M - (double)l[tgt];
+        out[row] = log(s) + (double)M - (double)tof(l[tgt]);
 }
 
 /* win[w] = sum of row_nll over window w's S rows, in a fixed order. */
@@ -1300,9 +1321,13 @@ struct lmc_cu {
     /* activations */
     int max_tokens, head_rows;
     float *rope_cos, *rope_sin;
-    float *x;
+    /* the residual stream: fp32, or the compute type with res_half (fp16 and
+     * bf16 only); logits of the NLL forward in the compute type with
+     * logits_half (fp32 for lmc_cu_forward_logits) */
+    int res_half, logits_half;
+    void *x;
     void *xn, *qkv, *ctx, *gu, *act;
-    float *logits;
+    void *logits;
     double *row_nll, *win_nll;
     int32_t *ids, *tgt;
     void *lr_tmp; /* x . B^T of a low-rank slot: [max_tokens][lr_cap] */
@@ -1834,11 +1859,12 @@ static void launch_qkv_post(const lmc_cu_dims *d, T *qkv, const float *bias, int
 }
 
 /* x <- embeddings of cu->ids[0..n) (positions t % S). */
-template <typename T> static int run_embed(lmc_cu *cu, int n, int S, lmc_error *err)
+template <typename T, typename R> static int run_embed(lmc_cu *cu, int n, int S, lmc_error *err)
 {
     const lmc_cu_dims *d = &cu->d;
-    k_embed<T><<<n, norm_threads(d->hidden), 0, cu->st>>>(
-        cu->ids, (const T *)cu->embed, cu->gv[LMC_CU_POS], d->pos_offset, S, d->hidden, cu->x);
+    k_embed<T, R><<<n, norm_threads(d->hidden), 0, cu->st>>>(
+        cu->ids, (const T *)cu->embed, cu->gv[LMC_CU_POS], d->pos_offset, S, d->hidden,
+        (R *)cu->x);
     LAUNCH_OK("embedding kernel");
     return 0;
 }
@@ -1876,8 +1902,9 @@ static int slot_gemm(lmc_cu *cu, const dblock &b, int which, const void *X, void
     return 0;
 }
 
-/* One block on cu->x. *pending: a bias the previous linear still owes x. */
-template <typename T>
+/* One block on cu->x (residual type R). *pending: a bias the previous
+ * linear still owes x. */
+template <typename T, typename R>
 static int run_block(lmc_cu *cu, int l, int n, int S, const float **pending, lmc_error *err)
 {
     const lmc_cu_dims *d = &cu->d;
@@ -1886,7 +1913,7 @@ static int run_block(lmc_cu *cu, int l, int n, int S, const float **pending, lmc
     cudaDataType dt = dtype_of<T>();
     float eps = (float)d->norm_eps;
 
-    launch_norm<T>(cu->x, *pending, (T *)cu->xn, n, H, b.v[LMC_CU_ATTN_NORM_W],
+    launch_norm<T, R>((R *)cu->x, *pending, (T *)cu->xn, n, H, b.v[LMC_CU_ATTN_NORM_W],
                    b.v[LMC_CU_ATTN_NORM_B], d->norm_is_rms, eps, cu->st);
     LAUNCH_OK("norm kernel");
     mark(cu, ST_NORM);
@@ -1909,10 +1936,10 @@ static int run_block(lmc_cu *cu, int l, int n, int S, const float **pending, lmc
                      err) < 0)
         return -1;
     mark(cu, ST_ATTN);
-    if (slot_gemm<T>(cu, b, LMC_CU_O, cu->ctx, cu->x, n, H, qd, CUDA_R_32F, 1.0f, err) < 0)
+    if (slot_gemm<T>(cu, b, LMC_CU_O, cu->ctx, cu->x, n, H, qd, dtype_of<R>(), 1.0f, err) < 0)
         return -1;
     mark(cu, ST_O_GEMM);
-    launch_norm<T>(cu->x, b.v[LMC_CU_O_B], (T *)cu->xn, n, H, b.v[LMC_CU_FFN_NORM_W],
+    launch_norm<T, R>((R *)cu->x, b.v[LMC_CU_O_B], (T *)cu->xn, n, H, b.v[LMC_CU_FFN_NORM_W],
                    b.v[LMC_CU_FFN_NORM_B], d->norm_is_rms, eps, cu->st);
     LAUNCH_OK("norm kernel");
     mark(cu, ST_NORM);
@@ -1924,21 +1951,22 @@ static int run_block(lmc_cu *cu, int l, int n, int S, const float **pending, lmc
                   cu->st);
     LAUNCH_OK("activation kernel");
     mark(cu, ST_ACT);
-    if (slot_gemm<T>(cu, b, LMC_CU_DOWN, cu->act, cu->x, n, H, F, CUDA_R_32F, 1.0f, err) < 0)
+    if (slot_gemm<T>(cu, b, LMC_CU_DOWN, cu->act, cu->x, n, H, F, dtype_of<R>(), 1.0f, err) < 0)
         return -1;
     mark(cu, ST_DOWN_GEMM);
     *pending = b.v[LMC_CU_DOWN_B];
     return 0;
 }
 
-/* Final norm and head in row chunks: logits_host receives [n][V] when not
- * NULL; row NLLs (targets in cu->tgt) into cu->row_nll. */
-template <typename T>
+/* Final norm and head in row chunks: logits_host receives [n][V] (fp32)
+ * when not NULL; row NLLs (targets in cu->tgt) into cu->row_nll. */
+template <typename T, typename R>
 static int run_head(lmc_cu *cu, int n, const float *pending, float *logits_host, lmc_error *err)
 {
     const lmc_cu_dims *d = &cu->d;
     int H = d->hidden, V = d->vocab;
-    launch_norm<T>(cu->x, pending, (T *)cu->xn, n, H, cu->gv[LMC_CU_FINAL_NORM_W],
+    bool lh = cu->logits_half && !logits_host && sizeof(T) == 2;
+    launch_norm<T, R>((R *)cu->x, pending, (T *)cu->xn, n, H, cu->gv[LMC_CU_FINAL_NORM_W],
                    cu->gv[LMC_CU_FINAL_NORM_B], d->norm_is_rms, (float)d->norm_eps, cu->st);
     LAUNCH_OK("norm kernel");
     mark(cu, ST_NORM);
@@ -1946,10 +1974,16 @@ static int run_head(lmc_cu *cu, int n, const float *pending, float *logits_host,
     for (int r0 = 0; r0 < n; r0 += cu->head_rows) {
         int nr = std::min(cu->head_rows, n - r0);
         const T *xr = (const T *)cu->xn + (size_t)r0 * H;
-        if (gemm(cu->gemm, xr, W, cu->logits, nr, V, H, dtype_of<T>(), CUDA_R_32F, 0.0f, err) < 0)
+        if (gemm(cu->gemm, xr, W, cu->logits, nr, V, H, dtype_of<T>(),
+                 lh ? dtype_of<T>() : CUDA_R_32F, 0.0f, err) < 0)
             return -1;
         mark(cu, ST_HEAD_GEMM);
-        k_row_nll<<<nr, 256, 0, cu->st>>>(cu->logits, V, cu->tgt + r0, cu->row_nll + r0);
+        if (lh)
+            k_row_nll<<<nr, 256, 0, cu->st>>>((const T *)cu->logits, V, cu->tgt + r0,
+                                              cu->row_nll + r0);
+        else
+            k_row_nll<<<nr, 256, 0, cu->st>>>((const float *)cu->logits, V, cu->tgt + r0,
+                                              cu->row_nll + r0);
         LAUNCH_OK("nll kernel");
         mark(cu, ST_NLL);
         if (logits_host)
@@ -1961,25 +1995,39 @@ static int run_head(lmc_cu *cu, int n, const float *pending, float *logits_host,
     return 0;
 }
 
-template <typename T>
-static int run_windows(lmc_cu *cu, int nwin, int S, float *logits_host, lmc_error *err)
+template <typename T, typename R>
+static int run_windows_r(lmc_cu *cu, int nwin, int S, float *logits_host, lmc_error *err)
 {
     int n = nwin * S;
     cu->prof_stage.clear();
     mark(cu, ST_EMBED); /* start */
-    if (run_embed<T>(cu, n, S, err) < 0)
+    if (run_embed<T, R>(cu, n, S, err) < 0)
         return -1;
     mark(cu, ST_EMBED);
     const float *pending = NULL;
     for (int l = 0; l < cu->d.n_layers; l++)
-        if (run_block<T>(cu, l, n, S, &pending, err) < 0)
+        if (run_block<T, R>(cu, l, n, S, &pending, err) < 0)
             return -1;
-    if (run_head<T>(cu, n, pending, logits_host, err) < 0)
+    if (run_head<T, R>(cu, n, pending, logits_host, err) < 0)
         return -1;
     k_window_sum<<<nwin, 256, 0, cu->st>>>(cu->row_nll, S, cu->win_nll);
     LAUNCH_OK("window sum kernel");
     mark(cu, ST_NLL);
     return 0;
+}
+
+template <typename T>
+static int run_windows(lmc_cu *cu, int nwin, int S, float *logits_host, lmc_error *err)
+{
+    return cu->res_half ? run_windows_r<T, T>(cu, nwin, S, logits_host, err)
+                        : run_windows_r<T, float>(cu, nwin, S, logits_host, err);
+}
+
+template <typename T>
+static int run_block_any(lmc_cu *cu, int l, int n, int S, const float **pending, lmc_error *err)
+{
+    return cu->res_half ? run_block<T, T>(cu, l, n, S, pending, err)
+                        : run_block<T, float>(cu, l, n, S, pending, err);
 }
 
 #define DISPATCH(p, fn, ...)                                                                  \
@@ -2097,18 +2145,41 @@ extern "C" int lmc_cu_forward_block(lmc_cu *cu, int layer, float *x, int n, lmc_
     if (check_tokens(cu, n, err) < 0)
         return -1;
     int H = cu->d.hidden;
-    size_t bytes = (size_t)n * H * sizeof(float);
-    CUDA_OK(cudaMemcpyAsync(cu->x, x, bytes, cudaMemcpyHostToDevice, cu->st), "block input");
+    size_t nh = (size_t)n * H, bytes = nh * sizeof(float);
+    if (!cu->res_half) {
+        CUDA_OK(cudaMemcpyAsync(cu->x, x, bytes, cudaMemcpyHostToDevice, cu->st), "block input");
+    } else { /* a half residual: converted on the device, through the staging buffer */
+        int64_t bad;
+        if (upload_to(cu, cu->x, 0, x, LMC_CU_SRC_F32, nh, &bad, err) < 0)
+            return -1;
+        if (bad >= 0)
+            return lmc_fail(err, "block %d input [%lld, %lld] = %g overflows the %s residual",
+                            layer, (long long)(bad / H), (long long)(bad % H), x[bad],
+                            cu->prec == PREC_BF16 ? "bf16" : "fp16");
+    }
     const float *pending = NULL;
-    if (DISPATCH(cu->prec, run_block, cu, layer, n, n, &pending, err) < 0)
+    if (DISPATCH(cu->prec, run_block_any, cu, layer, n, n, &pending, err) < 0)
         return -1;
+    const void *out = cu->x;
+    if (cu->res_half) {
+        if (staging_reserve(cu, bytes, err) < 0)
+            return -1;
+        if (cu->prec == PREC_BF16)
+            k_to_f32<<<grid_for(nh), 256, 0, cu->st>>>((const bf16 *)cu->x, (float *)cu->staging,
+                                                       nh);
+        else
+            k_to_f32<<<grid_for(nh), 256, 0, cu->st>>>((const f16 *)cu->x, (float *)cu->staging,
+                                                      nh);
+        LAUNCH_OK("block output");
+        out = cu->staging;
+    }
     std::vector<float> b;
     if (pending) { /* the down bias, which the next norm would add */
         b.resize((size_t)H);
         CUDA_OK(cudaMemcpyAsync(b.data(), pending, (size_t)H * 4, cudaMemcpyDeviceToHost, cu->st),
                 "block output");
     }
-    CUDA_OK(cudaMemcpyAsync(x, cu->x, bytes, cudaMemcpyDeviceToHost, cu->st), "block output");
+    CUDA_OK(cudaMemcpyAsync(x, out, bytes, cudaMemcpyDeviceToHost, cu->st), "block output");
     CUDA_OK(cudaStreamSynchronize(cu->st), "block");
     if (pending)
         for (int i = 0; i < n; i++)
@@ -2181,13 +2252,13 @@ static int cu_setup(lmc_cu *cu, lmc_error *err)
     /* logits in chunks of about 512 MB */
     size_t rows = ((size_t)512 << 20) / ((size_t)d->vocab * 4);
     cu->head_rows = (int)std::max((size_t)1, std::min(rows, T));
-    if (dalloc(cu, (void **)&cu->x, T * H * 4, "activations", err) < 0 ||
+    if (dalloc(cu, &cu->x, T * H * (cu->res_half ? es : 4), "activations", err) < 0 ||
         dalloc(cu, &cu->xn, T * H * es, "activations", err) < 0 ||
         dalloc(cu, &cu->qkv, T * (qd + 2 * kvd) * es, "activations", err) < 0 ||
         dalloc(cu, &cu->ctx, T * qd * es, "activations", err) < 0 ||
         dalloc(cu, &cu->gu, T * F * (d->gated ? 2 : 1) * es, "activations", err) < 0 ||
         dalloc(cu, &cu->act, T * F * es, "activations", err) < 0 ||
-        dalloc(cu, (void **)&cu->logits, (size_t)cu->head_rows * d->vocab * 4, "logits", err) <
+        dalloc(cu, &cu->logits, (size_t)cu->head_rows * d->vocab * 4, "logits", err) <
             0 ||
         dalloc(cu, (void **)&cu->row_nll, T * sizeof(double), "activations", err) < 0 ||
         dalloc(cu, (void **)&cu->win_nll, T * sizeof(double), "activations", err) < 0 ||
@@ -2197,8 +2268,8 @@ static int cu_setup(lmc_cu *cu, lmc_error *err)
     return 0;
 }
 
-extern "C" int lmc_cu_new(const lmc_cu_dims *d, int prec, int max_tokens, lmc_cu **out,
-                          lmc_error *err)
+extern "C" int lmc_cu_new(const lmc_cu_dims *d, int prec, int res_half, int max_tokens,
+                          lmc_cu **out, lmc_error *err)
 {
     *out = NULL;
     if (prec < PREC_FP32 || prec > PREC_BF16)
@@ -2219,6 +2290,12 @@ extern "C" int lmc_cu_new(const lmc_cu_dims *d, int prec, int max_tokens, lmc_cu
     cu->use_graph = !cu->prof && !(ge && !strcmp(ge, "0")); /* events need eager runs */
     const char *ru = getenv("LMC_CUDA_ROPE_UNFUSED");
     cu->rope_in_attn = !(ru && *ru && strcmp(ru, "0"));
+    cu->res_half = prec != PREC_FP32 && res_half;
+    /* with the half residual, fp16 logits at fp16 (0.2-0.4 % faster on the
+     * TinyLlama-shaped model, H100); an fp32 residual keeps fp32 logits too
+     * (fp16 logits moved llama-s's ppl by 2.5e-5). bf16 logits: never, its
+     * 8-bit mantissa would bias log-sum-exp by ~1e-4. */
+    cu->logits_half = cu->res_half && prec == PREC_FP16;
     if (cu_setup(cu, err) < 0) {
         lmc_cu_free(cu);
         return -1;
@@ -2400,16 +2477,20 @@ extern "C" int lmc_cu_test_act(int act, int gated, const float *gu, const float 
 }
 
 extern "C" int lmc_cu_test_row_nll(const float *logits, int rows, int V, const int32_t *targets,
-                                   double *nll, lmc_error *err)
+                                   int half, double *nll, lmc_error *err)
 {
     if (lmc_cu_device(NULL, 0, err) < 0)
         return -1;
     dbuf dl, dt, dn;
-    if (f32_dev(dl, logits, (size_t)rows * V, err) < 0 || dnew(dt, (size_t)rows * 4, err) < 0 ||
-        dnew(dn, (size_t)rows * 8, err) < 0)
+    size_t n = (size_t)rows * V;
+    if ((half ? to_dev<f16>(dl, logits, n, err) : f32_dev(dl, logits, n, err)) < 0 ||
+        dnew(dt, (size_t)rows * 4, err) < 0 || dnew(dn, (size_t)rows * 8, err) < 0)
         return -1;
     CUDA_OK(cudaMemcpy(dt.p, targets, (size_t)rows * 4, cudaMemcpyHostToDevice), "test upload");
-    k_row_nll<<<rows, 256>>>((const float *)dl.p, V, (const int32_t *)dt.p, (double *)dn.p);
+    if (half)
+        k_row_nll<<<rows, 256>>>((const f16 *)dl.p, V, (const int32_t *)dt.p, (double *)dn.p);
+    else
+        k_row_nll<<<rows, 256>>>((const float *)dl.p, V, (const int32_t *)dt.p, (double *)dn.p);
     LAUNCH_OK("nll kernel");
     CUDA_OK(cudaMemcpy(nll, dn.p, (size_t)rows * 8, cudaMemcpyDeviceToHost), "test download");
     return 0;
@@ -2533,12 +2614,15 @@ extern "C" int lmc_cu_bench_gemm(const lmc_cu_dims *d, int tokens, int window, i
     int64_t H = d->hidden, F = d->ffn, qd = qdim(d), kvd = kvdim(d);
     int64_t head_rows = std::min<int64_t>(tokens, ((int64_t)512 << 20) / ((int64_t)d->vocab * 4));
     head_rows = std::max<int64_t>(head_rows, 1);
+    /* output types of the default mode: o and down into the residual (the
+     * compute type at fp16/bf16), fp16 logits at fp16 */
+    int r32 = prec == PREC_FP32, l32 = prec != PREC_FP16;
     struct shape { const char *name; int64_t m, n, k; int count, out32; float beta; } sh[] = {
         {"qkv", tokens, qd + 2 * kvd, H, d->n_layers, 0, 0.0f},
-        {"o", tokens, H, qd, d->n_layers, 1, 1.0f},
+        {"o", tokens, H, qd, d->n_layers, r32, 1.0f},
         {d->gated ? "gate_up" : "up", tokens, d->gated ? 2 * F : F, H, d->n_layers, 0, 0.0f},
-        {"down", tokens, H, F, d->n_layers, 1, 1.0f},
-        {"head", head_rows, d->vocab, H, (int)((tokens + head_rows - 1) / head_rows), 1, 0.0f},
+        {"down", tokens, H, F, d->n_layers, r32, 1.0f},
+        {"head", head_rows, d->vocab, H, (int)((tokens + head_rows - 1) / head_rows), l32, 0.0f},
     };
     bench_ctx b;
     if (make_engine(&b.g, &b.st, prec, err) < 0)

@@ -45,7 +45,9 @@ typedef struct lmc_cu lmc_cu;
 int lmc_cu_device(char *name, size_t name_len, lmc_error *err);
 
 /* Allocates every matrix and the activations for max_tokens tokens. */
-int lmc_cu_new(const lmc_cu_dims *d, int prec, int max_tokens, lmc_cu **out, lmc_error *err);
+/* res_half: the residual stream in the compute type (prec fp16/bf16 only). */
+int lmc_cu_new(const lmc_cu_dims *d, int prec, int res_half, int max_tokens, lmc_cu **out,
+               lmc_error *err);
 void lmc_cu_free(lmc_cu *cu);
 size_t lmc_cu_bytes(const lmc_cu *cu);
 
@@ -102,7 +104,7 @@ int lmc_cu_test_attention(const lmc_cu_dims *d, const float *q, const float *k, 
                           int nwin, int S, int kind, int prec, lmc_error *err);
 int lmc_cu_test_act(int act, int gated, const float *gu, const float *bias, float *a, int n,
                     int F, int prec, lmc_error *err);
-int lmc_cu_test_row_nll(const float *logits, int rows, int V, const int32_t *targets,
+int lmc_cu_test_row_nll(const float *logits, int rows, int V, const int32_t *targets, int half,
                         double *nll, lmc_error *err);
 
 typedef struct lmc_cu_gemm_rate {

@@ -18,6 +18,18 @@ int lmc_precision_parse(const char *s, lmc_precision *p)
     return -1;
 }
 
+int lmc_residual_parse(const char *s, lmc_residual *r)
+{
+    static const struct { const char *name; lmc_residual r; } t[] = {
+        {"auto", LMC_RESIDUAL_AUTO}, {"fp32", LMC_RESIDUAL_FP32}, {"half", LMC_RESIDUAL_HALF}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (s && !strcmp(s, t[i].name)) {
+            *r = t[i].r;
+            return 0;
+        }
+    return -1;
+}
+
 const char *lmc_precision_name(lmc_precision p)
 {
     switch (p) {
@@ -48,10 +60,10 @@ int lmc_cuda_available(char *name, size_t name_len, lmc_error *err)
     return NO_CUDA(err);
 }
 
-int lmc_cuda_model_new(const lmc_model *m, lmc_precision prec, int max_tokens, int seqlen_hint,
-                       lmc_cuda_model **out, lmc_error *err)
+int lmc_cuda_model_new(const lmc_model *m, lmc_precision prec, lmc_residual res, int max_tokens,
+                       int seqlen_hint, lmc_cuda_model **out, lmc_error *err)
 {
-    (void)m, (void)prec, (void)max_tokens, (void)seqlen_hint;
+    (void)m, (void)prec, (void)res, (void)max_tokens, (void)seqlen_hint;
     *out = NULL;
     return NO_CUDA(err);
 }
@@ -62,6 +74,12 @@ lmc_precision lmc_cuda_model_precision(const lmc_cuda_model *cm)
 {
     (void)cm;
     return LMC_PREC_AUTO;
+}
+
+lmc_residual lmc_cuda_model_residual(const lmc_cuda_model *cm)
+{
+    (void)cm;
+    return LMC_RESIDUAL_AUTO;
 }
 
 size_t lmc_cuda_model_bytes(const lmc_cuda_model *cm)
@@ -138,9 +156,9 @@ int lmc_cuda_test_act(lmc_act act, int gated, const float *gu, const float *bias
 }
 
 int lmc_cuda_test_row_nll(const float *logits, int rows, int V, const int32_t *targets,
-                          double *nll, lmc_error *err)
+                          lmc_precision p, double *nll, lmc_error *err)
 {
-    (void)logits, (void)rows, (void)V, (void)targets, (void)nll;
+    (void)logits, (void)rows, (void)V, (void)targets, (void)p, (void)nll;
     return NO_CUDA(err);
 }
 

@@ -16,6 +16,10 @@ expect 2 "--threads" "$LMC" eval $XS --text data/eval.txt --threads 0
 expect 2 "unknown option" "$LMC" eval $XS --text data/eval.txt --bogus
 expect 2 "--device" "$LMC" eval $XS --text data/eval.txt --device tpu
 expect 2 "--precision" "$LMC" eval $XS --text data/eval.txt --precision fp16
+expect 2 "--residual applies" "$LMC" eval $XS --text data/eval.txt --residual fp32
+expect 2 "--residual: 'fp16'" "$LMC" eval $XS --text data/eval.txt --device cuda --residual fp16
+expect 2 "--residual half needs" "$LMC" eval $XS --text data/eval.txt --device cuda \
+    --precision fp32 --residual half
 "$LMC" eval --help | grep -q "FLOPs convention" || fail "--help lacks the FLOPs convention"
 
 # ---- a run on the vendored model: JSON keys and consistent values ----
