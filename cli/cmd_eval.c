@@ -219,13 +219,17 @@ static int bench_gemm(const lmc_model *m, int seqlen, int json)
     return LMC_EXIT_OK;
 }
 
-static int bench_gemm_cuda(const lmc_model *m, int seqlen, lmc_precision prec, int json)
+/* --bench-gemm --device cuda (scripts/bench-cuda): cuBLAS on the forward's
+ * products with the output types of --precision / --residual, and the
+ * attention kernel alone. */
+static int bench_gemm_cuda(const lmc_model *m, int seqlen, lmc_precision prec, lmc_residual res,
+                           int json)
 {
     lmc_cuda_gemm_rate rates[8];
     int n = 0;
     double mix = 0;
     lmc_error err;
-    if (lmc_cuda_bench_gemm(&m->cfg, seqlen, lmc_precision_resolve(prec, &m->cfg), rates, &n,
+    if (lmc_cuda_bench_gemm(&m->cfg, seqlen, lmc_precision_resolve(prec, &m->cfg), res, rates, &n,
                             &mix, &err) < 0)
         return lmc_report(&err);
     if (json) {
@@ -434,7 +438,8 @@ int lmc_cmd_eval(int argc, char **argv)
                 seqlen, c->max_pos);
     }
     if (bench) {
-        rc = cuda ? bench_gemm_cuda(m, (int)seqlen, prec, json) : bench_gemm(m, (int)seqlen, json);
+        rc = cuda ? bench_gemm_cuda(m, (int)seqlen, prec, res, json)
+                  : bench_gemm(m, (int)seqlen, json);
         goto out;
     }
 

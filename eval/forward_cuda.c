@@ -585,7 +585,7 @@ int lmc_cuda_test_row_nll(const float *logits, int rows, int V, const int32_t *t
     return lmc_cu_test_row_nll(logits, rows, V, targets, prec_of(p) == LMC_PREC_FP16, nll, err);
 }
 
-int lmc_cuda_bench_gemm(const lmc_config *c, int tokens, lmc_precision p,
+int lmc_cuda_bench_gemm(const lmc_config *c, int tokens, lmc_precision p, lmc_residual res,
                         lmc_cuda_gemm_rate *rates, int *n_rates, double *mix_tflops,
                         lmc_error *err)
 {
@@ -598,8 +598,9 @@ int lmc_cuda_bench_gemm(const lmc_config *c, int tokens, lmc_precision p,
     lmc_cu_gemm_rate r[8];
     int n;
     int window = tokens < c->max_pos ? tokens : c->max_pos;
-    if (lmc_cu_bench_gemm(&d, tokens, window, (int)lmc_precision_resolve(p, c), r, &n,
-                          mix_tflops, err) < 0)
+    lmc_precision rp = lmc_precision_resolve(p, c);
+    int res_half = rp != LMC_PREC_FP32 && res != LMC_RESIDUAL_FP32;
+    if (lmc_cu_bench_gemm(&d, tokens, window, (int)rp, res_half, r, &n, mix_tflops, err) < 0)
         return -1;
     for (int i = 0; i < n; i++) {
         memcpy(rates[i].name, r[i].name, sizeof rates[i].name); /* both char[16] */

@@ -2604,7 +2604,7 @@ static int bench_attention(bench_ctx &b, const lmc_cu_dims *d, lmc_cu_gemm_rate 
 }
 
 extern "C" int lmc_cu_bench_gemm(const lmc_cu_dims *d, int tokens, int window, int prec,
-                                 lmc_cu_gemm_rate *rates, int *n_rates, double *mix_tflops,
+                                 int res_half, lmc_cu_gemm_rate *rates, int *n_rates, double *mix_tflops,
                                  lmc_error *err)
 {
     *n_rates = 0;
@@ -2614,9 +2614,9 @@ extern "C" int lmc_cu_bench_gemm(const lmc_cu_dims *d, int tokens, int window, i
     int64_t H = d->hidden, F = d->ffn, qd = qdim(d), kvd = kvdim(d);
     int64_t head_rows = std::min<int64_t>(tokens, ((int64_t)512 << 20) / ((int64_t)d->vocab * 4));
     head_rows = std::max<int64_t>(head_rows, 1);
-    /* output types of the default mode: o and down into the residual (the
-     * compute type at fp16/bf16), fp16 logits at fp16 */
-    int r32 = prec == PREC_FP32, l32 = prec != PREC_FP16;
+    /* output types as the pass has them: o and down into the residual, fp16
+     * logits with a half residual at fp16 */
+    int r32 = prec == PREC_FP32 || !res_half, l32 = r32 || prec != PREC_FP16;
     struct shape { const char *name; int64_t m, n, k; int count, out32; float beta; } sh[] = {
         {"qkv", tokens, qd + 2 * kvd, H, d->n_layers, 0, 0.0f},
         {"o", tokens, H, qd, d->n_layers, r32, 1.0f},

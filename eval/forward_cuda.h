@@ -127,8 +127,9 @@ int lmc_cuda_test_row_nll(const float *logits, int rows, int V, const int32_t *t
                           lmc_precision p, double *nll, lmc_error *err);
 
 /* cuBLAS throughput on the forward's own matrix products (tokens rows, the
- * fused q|k|v and gate|up weights, in precision p, the types of the pass's
- * default mode: o and down into a half residual at fp16/bf16). */
+ * fused q|k|v and gate|up weights, in precision p, with the output types of
+ * residual mode res: o and down into the residual, fp16 logits with a half
+ * residual at fp16). */
 typedef struct lmc_cuda_gemm_rate {
     char name[16];
     int64_t m, n, k;
@@ -140,7 +141,7 @@ typedef struct lmc_cuda_gemm_rate {
 /* Fills up to 8 rates: the GEMMs, then the attention kernel on windows of
  * min(tokens, max_pos) tokens; *mix_tflops: the GEMMs' FLOP-weighted
  * harmonic mix. */
-int lmc_cuda_bench_gemm(const lmc_config *c, int tokens, lmc_precision p,
+int lmc_cuda_bench_gemm(const lmc_config *c, int tokens, lmc_precision p, lmc_residual res,
                         lmc_cuda_gemm_rate *rates, int *n_rates, double *mix_tflops,
                         lmc_error *err);
 

@@ -114,7 +114,7 @@ typedef struct lmc_cu_gemm_rate {
     double tflops;
     int is_attention; /* the attention kernel: m rows, n-token windows, k head_dim */
 } lmc_cu_gemm_rate;
-int lmc_cu_bench_gemm(const lmc_cu_dims *d, int tokens, int window, int prec,
+int lmc_cu_bench_gemm(const lmc_cu_dims *d, int tokens, int window, int prec, int res_half,
                       lmc_cu_gemm_rate *rates, int *n_rates, double *mix_tflops,
                       lmc_error *err);
 

@@ -162,11 +162,11 @@ int lmc_cuda_test_row_nll(const float *logits, int rows, int V, const int32_t *t
     return NO_CUDA(err);
 }
 
-int lmc_cuda_bench_gemm(const lmc_config *c, int tokens, lmc_precision p,
+int lmc_cuda_bench_gemm(const lmc_config *c, int tokens, lmc_precision p, lmc_residual res,
                         lmc_cuda_gemm_rate *rates, int *n_rates, double *mix_tflops,
                         lmc_error *err)
 {
-    (void)c, (void)tokens, (void)p, (void)rates;
+    (void)c, (void)tokens, (void)p, (void)res, (void)rates;
     *n_rates = 0;
     *mix_tflops = 0;
     return NO_CUDA(err);
