@@ -2153,7 +2153,8 @@ extern "C" int lmc_cu_forward_block(lmc_cu *cu, int layer, float *x, int n, lmc_
         if (upload_to(cu, cu->x, 0, x, LMC_CU_SRC_F32, nh, &bad, err) < 0)
             return -1;
         if (bad >= 0)
-            return lmc_fail(err, "block %d input [%lld, %lld] = %g overflows the %s residual",
+            return lmc_fail(err, "block %d input [%lld, %lld] = %g is not finite in the %s "
+                                 "residual (--residual fp32 keeps it in fp32)",
                             layer, (long long)(bad / H), (long long)(bad % H), x[bad],
                             cu->prec == PREC_BF16 ? "bf16" : "fp16");
     }
