@@ -212,7 +212,7 @@ END_TEST
 #define NTOK 48
 
 /* norm outlier channels, as real models have */
-static const lmc_tiny_opts awq_tiny = {1.5, {3, 40}, {6.0f, -5.0f}};
+static const lmc_tiny_opts awq_tiny = {1.5, {3, 40}, {6.0f, -5.0f}, 0};
 static lmc_config tiny_config(lmc_arch arch, int nkv)
 {
     return lmc_tiny_config(arch, 64, 4, nkv, 16, 96, 97, 2);

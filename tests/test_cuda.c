@@ -22,7 +22,6 @@
 #include "../core/lowrank.h"
 #include "../core/fileio.h"
 #include "../core/half.h"
-#include "../core/half.h"
 #include "../core/model.h"
 #include "../eval/forward.h"
 #include "../eval/forward_cuda.h"
@@ -30,6 +29,7 @@
 #include "../eval/perplexity.h"
 #include "../eval/weights.h"
 #include "testutil.h"
+#include "tinymodel.h"
 
 /* ---- device ---- */
 
@@ -77,23 +77,14 @@ static const char *mode_res(const lmc_cuda_model *cm)
     return lmc_cuda_model_residual(cm) == LMC_RESIDUAL_HALF ? "half" : "fp32";
 }
 
-/* ---- random numbers ---- */
+/* ---- random numbers (tests/tinymodel.c's generator) ---- */
 
-static uint64_t rng_state = 88172645463325252ull;
-static void rng_seed(uint64_t s) { rng_state = s * 2654435761ull + 1; }
-static double urand(void) /* [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 4503599627370496.0 - 1.0;
-}
 static float *rnd(size_t n, double scale, double offset)
 {
     float *x = malloc(n * sizeof *x);
     ck_assert_ptr_nonnull(x);
     for (size_t i = 0; i < n; i++)
-        x[i] = (float)(offset + scale * urand());
+        x[i] = (float)(offset + scale * lmc_test_urand());
     return x;
 }
 
@@ -175,7 +166,7 @@ START_TEST(test_norm)
 {
     if (!gpu())
         return;
-    rng_seed(1);
+    lmc_test_rng_seed(1);
     int n = 7;
     /* scalar kernel (H % 4 != 0); vector kernel at three widths */
     const int Hs[] = {333, 768, 2048, 8192};
@@ -231,7 +222,7 @@ START_TEST(test_qkv_rope)
 {
     if (!gpu())
         return;
-    rng_seed(2);
+    lmc_test_rng_seed(2);
     int S = 37, nwin = 2, n = S * nwin;
     /* head_dim 16: the two-pairs-per-thread kernel; 18: one pair per thread */
     for (int hd = 16; hd <= 18; hd += 2)
@@ -295,7 +286,7 @@ START_TEST(test_attention)
 {
     if (!gpu())
         return;
-    rng_seed(3);
+    lmc_test_rng_seed(3);
     /* head_dims with and without a tensor-core kernel; S not a multiple of
      * the 64-row tiles; two windows so the window offset is exercised */
     struct { int nh, nkv, hd, S; } cases[] = {
@@ -345,7 +336,7 @@ START_TEST(test_attention_rope)
 {
     if (!gpu())
         return;
-    rng_seed(4);
+    lmc_test_rng_seed(4);
     struct { int nh, nkv, hd, S; } cases[] = {
         {32, 4, 64, 300}, {4, 4, 64, 200}, {8, 1, 64, 257}, {6, 3, 64, 129}, {4, 2, 32, 100}};
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
@@ -398,7 +389,7 @@ START_TEST(test_act)
 {
     if (!gpu())
         return;
-    rng_seed(4);
+    lmc_test_rng_seed(4);
     int n = 5;
     lmc_act acts[4] = {LMC_ACT_SILU, LMC_ACT_RELU, LMC_ACT_GELU_NEW, LMC_ACT_GELU};
     for (int F = 300; F <= 304; F += 4) /* vector (16-byte) and scalar kernels */
@@ -447,7 +438,7 @@ START_TEST(test_row_nll)
      * the fp16 NLL forward stores them, the reference on the same values */
     for (int vi = 0; vi < 2; vi++)
         for (int half = 0; half < 2; half++) {
-            rng_seed(5);
+            lmc_test_rng_seed(5);
             int rows = 6, V = vi ? 32000 : 32003;
             float *l = rnd((size_t)rows * V, 6.0, 0);
             l[3 * V + 17] = 40.0f; /* one dominant logit */
@@ -473,108 +464,23 @@ END_TEST
 
 /* ---- tiny random models in memory ---- */
 
-static void add_tensor(lmc_model *m, const char *name, int64_t rows, int64_t cols, double scale,
-                       double offset, int f16)
-{
-    lmc_tensor t;
-    memset(&t, 0, sizeof t);
-    snprintf(t.name, sizeof t.name, "%s", name);
-    t.ndim = cols > 1 ? 2 : 1;
-    t.shape[0] = rows;
-    t.shape[1] = cols;
-    size_t n = (size_t)(rows * cols);
-    float *d = rnd(n, scale, offset);
-    if (f16 && t.ndim == 2) {
-        uint16_t *h = malloc(n * 2);
-        ck_assert_ptr_nonnull(h);
-        lmc_f32_to_f16_n(d, h, n);
-        free(d);
-        t.enc = lmc_enc_dense(LMC_ENC_F16);
-        t.nbytes = n * 2;
-        t.data = (const uint8_t *)h;
-        t.owned = h;
-    } else {
-        t.enc = lmc_enc_dense(LMC_ENC_F32);
-        t.nbytes = n * 4;
-        t.data = (const uint8_t *)d;
-        t.owned = d;
-    }
-    lmc_error err;
-    ck_assert_int_eq(lmc_model_set_tensor(m, &t, &err), 0);
-}
-
 typedef struct tiny_spec {
     lmc_arch arch;
     int hidden, nh, nkv, hd, ffn, vocab, layers;
     int qkv_bias, tied, f16;
 } tiny_spec;
 
+/* tests/tinymodel.c's model for a spec, with 160 positions */
 static lmc_model *tiny_model(const tiny_spec *sp, uint64_t seed)
 {
-    rng_seed(seed);
-    lmc_model *m = calloc(1, sizeof *m);
-    ck_assert_ptr_nonnull(m);
-    lmc_config *c = &m->cfg;
-    c->arch = sp->arch;
-    c->vocab = sp->vocab;
-    c->hidden = sp->hidden;
-    c->n_layers = sp->layers;
-    c->n_heads = sp->nh;
-    c->n_kv_heads = sp->nkv;
-    c->head_dim = sp->hd;
-    c->ffn = sp->ffn;
-    c->max_pos = 160;
-    c->norm_eps = 1e-5;
-    c->bos_id = c->eos_id = -1;
-    c->tied = sp->tied;
-    if (sp->arch == LMC_ARCH_LLAMA) {
-        c->norm_is_rms = 1;
-        c->act = LMC_ACT_SILU;
-        c->rope_type = LMC_ROPE_DEFAULT;
-        c->rope_theta = 10000.0;
-        c->qkv_bias = sp->qkv_bias;
-    } else {
-        c->act = sp->arch == LMC_ARCH_OPT ? LMC_ACT_RELU : LMC_ACT_GELU_NEW;
-        c->pos_offset = sp->arch == LMC_ARCH_OPT ? 2 : 0;
-        c->qkv_bias = c->o_bias = c->mlp_bias = 1;
-    }
-    int H = c->hidden, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
-    add_tensor(m, "embed.weight", c->vocab, H, 1.0, 0, sp->f16);
-    if (c->arch != LMC_ARCH_LLAMA)
-        add_tensor(m, "pos_embed.weight", c->max_pos + c->pos_offset, H, 0.5, 0, sp->f16);
-    char n[64];
-    for (int l = 0; l < c->n_layers; l++) {
-        const char *norms[2] = {"attn_norm", "ffn_norm"};
-        for (int k = 0; k < 2; k++) {
-            snprintf(n, sizeof n, "blk.%d.%s.weight", l, norms[k]);
-            add_tensor(m, n, H, 1, 0.2, 1.0, 0);
-            if (!c->norm_is_rms) {
-                snprintf(n, sizeof n, "blk.%d.%s.bias", l, norms[k]);
-                add_tensor(m, n, H, 1, 0.1, 0, 0);
-            }
-        }
-        struct { const char *role; int out, in, bias; } lin[] = {
-            {"q", qd, H, c->qkv_bias}, {"k", kvd, H, c->qkv_bias}, {"v", kvd, H, c->qkv_bias},
-            {"o", H, qd, c->o_bias},   {"gate", c->ffn, H, c->mlp_bias},
-            {"up", c->ffn, H, c->mlp_bias}, {"down", H, c->ffn, c->mlp_bias}};
-        for (int k = 0; k < 7; k++) {
-            if (!strcmp(lin[k].role, "gate") && c->arch != LMC_ARCH_LLAMA)
-                continue;
-            snprintf(n, sizeof n, "blk.%d.%s.weight", l, lin[k].role);
-            double sc = (k < 2 ? 3.0 : 1.5) / sqrt((double)lin[k].in);
-            add_tensor(m, n, lin[k].out, lin[k].in, sc, 0, sp->f16);
-            if (lin[k].bias) {
-                snprintf(n, sizeof n, "blk.%d.%s.bias", l, lin[k].role);
-                add_tensor(m, n, lin[k].out, 1, 0.1, 0, 0);
-            }
-        }
-    }
-    add_tensor(m, "final_norm.weight", H, 1, 0.2, 1.0, 0);
-    if (!c->norm_is_rms)
-        add_tensor(m, "final_norm.bias", H, 1, 0.1, 0, 0);
-    if (!c->tied)
-        add_tensor(m, "head.weight", c->vocab, H, 1.0 / sqrt((double)H), 0, sp->f16);
-    return m;
+    lmc_config c = lmc_tiny_config(sp->arch, sp->hidden, sp->nh, sp->nkv, sp->hd, sp->ffn,
+                                   sp->vocab, sp->layers);
+    c.max_pos = 160;
+    c.tied = sp->tied;
+    if (sp->arch == LMC_ARCH_LLAMA)
+        c.qkv_bias = sp->qkv_bias;
+    lmc_tiny_opts o = {3.0, {0, 0}, {0, 0}, sp->f16};
+    return lmc_tiny_model(&c, seed, &o);
 }
 
 static const tiny_spec TINY[] = {
@@ -603,7 +509,7 @@ START_TEST(test_block)
         ck_assert_msg(lmc_cuda_model_new(m, p, MODES[ci].res, 512, n, &cm, &err) == 0, "%s",
                       err.msg);
         for (int l = 0; l < c->n_layers; l++) {
-            rng_seed(100 + l);
+            lmc_test_rng_seed(100 + l);
             float *x = rnd((size_t)n * H, 1.0, 0), *ref = malloc(sizeof(float) * n * H);
             memcpy(ref, x, sizeof(float) * n * H);
             ck_assert_msg(lmc_forward_block(w, l, &w->blocks[l], ref, n, s, NULL, NULL, &err) ==
@@ -674,9 +580,9 @@ START_TEST(test_tiny_windows)
     lmc_model *m = tiny_model(&TINY[ti], 20 + ti);
     int S = 150, nwin = 3;
     int32_t *ids = malloc(sizeof(int32_t) * S * nwin);
-    rng_seed(7);
+    lmc_test_rng_seed(7);
     for (int i = 0; i < S * nwin; i++)
-        ids[i] = (int32_t)((urand() + 1) * 0.5 * m->cfg.vocab) % m->cfg.vocab;
+        ids[i] = (int32_t)((lmc_test_urand() + 1) * 0.5 * m->cfg.vocab) % m->cfg.vocab;
     printf("tiny %s #%d:\n", lmc_arch_name(m->cfg.arch), ti);
     for (int ci = 0; ci < N_MODES; ci++)
         compare_windows(m, ids, nwin, S, MODES[ci].p, MODES[ci].res, MODES[ci].win_tol);

@@ -28,7 +28,7 @@
 #define NTOK 40
 
 /* norm weights with outlier channels, so that smoothing has work */
-static const lmc_tiny_opts sq_tiny = {3.0, {3, 17}, {8.0f, -6.0f}};
+static const lmc_tiny_opts sq_tiny = {3.0, {3, 17}, {8.0f, -6.0f}, 0};
 static lmc_config tiny_config(lmc_arch arch, int nkv)
 {
     return lmc_tiny_config(arch, 32, 4, nkv, 8, 72, 97, 2);

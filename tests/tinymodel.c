@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/half.h"
 #include "../eval/forward.h"
 
 static uint64_t rng_state = 88172645463325252ull;
@@ -39,6 +40,25 @@ void lmc_tiny_add_f32(lmc_model *m, const char *name, int64_t rows, int64_t cols
     t.owned = d;
     lmc_error err;
     ck_assert_int_eq(lmc_model_set_tensor(m, &t, &err), 0);
+}
+
+/* A matrix of lmc_tiny_add_f32's values, stored as an fp16 blob with f16. */
+static void add_mat(lmc_model *m, const char *name, int64_t rows, int64_t cols, double scale,
+                    int f16)
+{
+    lmc_tiny_add_f32(m, name, rows, cols, scale, 0);
+    if (!f16)
+        return;
+    lmc_tensor *t = lmc_model_find(m, name);
+    size_t n = (size_t)(rows * cols);
+    uint16_t *h = malloc(n * 2);
+    ck_assert_ptr_nonnull(h);
+    lmc_f32_to_f16_n((const float *)t->owned, h, n);
+    free(t->owned);
+    t->enc = lmc_enc_dense(LMC_ENC_F16);
+    t->nbytes = n * 2;
+    t->data = (const uint8_t *)h;
+    t->owned = h;
 }
 
 lmc_config lmc_tiny_config(lmc_arch arch, int hidden, int nh, int nkv, int hd, int ffn,
@@ -80,7 +100,7 @@ lmc_config lmc_tiny_config(lmc_arch arch, int hidden, int nh, int nkv, int hd, i
 
 lmc_model *lmc_tiny_model(const lmc_config *c, uint64_t seed, const lmc_tiny_opts *opts)
 {
-    static const lmc_tiny_opts defaults = {3.0, {0, 0}, {0, 0}};
+    static const lmc_tiny_opts defaults = {3.0, {0, 0}, {0, 0}, 0};
     if (!opts)
         opts = &defaults;
     lmc_test_rng_seed(seed);
@@ -88,9 +108,9 @@ lmc_model *lmc_tiny_model(const lmc_config *c, uint64_t seed, const lmc_tiny_opt
     ck_assert_ptr_nonnull(m);
     m->cfg = *c;
     int H = c->hidden, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
-    lmc_tiny_add_f32(m, "embed.weight", c->vocab, H, 1.0, 0);
+    add_mat(m, "embed.weight", c->vocab, H, 1.0, opts->f16);
     if (c->arch != LMC_ARCH_LLAMA)
-        lmc_tiny_add_f32(m, "pos_embed.weight", c->max_pos + c->pos_offset, H, 0.5, 0);
+        add_mat(m, "pos_embed.weight", c->max_pos + c->pos_offset, H, 0.5, opts->f16);
     char n[64];
     for (int l = 0; l < c->n_layers; l++) {
         const char *norms[2] = {"attn_norm", "ffn_norm"};
@@ -116,7 +136,7 @@ lmc_model *lmc_tiny_model(const lmc_config *c, uint64_t seed, const lmc_tiny_opt
             snprintf(n, sizeof n, "blk.%d.%s.weight", l, lin[k].role);
             /* q and k larger than usual so that attention is far from uniform */
             double sc = (k < 2 ? opts->qk_scale : 1.5) / sqrt((double)lin[k].in);
-            lmc_tiny_add_f32(m, n, lin[k].out, lin[k].in, sc, 0);
+            add_mat(m, n, lin[k].out, lin[k].in, sc, opts->f16);
             if (lin[k].bias) {
                 snprintf(n, sizeof n, "blk.%d.%s.bias", l, lin[k].role);
                 lmc_tiny_add_f32(m, n, lin[k].out, 1, 0.1, 0);
@@ -127,7 +147,7 @@ lmc_model *lmc_tiny_model(const lmc_config *c, uint64_t seed, const lmc_tiny_opt
     if (!c->norm_is_rms)
         lmc_tiny_add_f32(m, "final_norm.bias", H, 1, 0.1, 0);
     if (!c->tied)
-        lmc_tiny_add_f32(m, "head.weight", c->vocab, H, 1.0 / sqrt((double)H), 0);
+        add_mat(m, "head.weight", c->vocab, H, 1.0 / sqrt((double)H), opts->f16);
     return m;
 }
 

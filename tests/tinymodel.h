@@ -24,6 +24,7 @@ typedef struct lmc_tiny_opts {
     double qk_scale;       /* q and k weights ~ qk_scale / sqrt(in) (others 1.5) */
     int outlier_ch[2];     /* norm weight channels set to outlier_val (both norms) */
     float outlier_val[2];  /* 0: no outlier */
+    int f16;               /* matrices (embeddings, linears, head) as fp16 blobs */
 } lmc_tiny_opts;
 
 /* Every tensor the config needs, seeded. opts may be NULL (q/k scale 3.0,
