@@ -398,8 +398,7 @@ int lmc_cuda_model_new(const lmc_model *m, lmc_precision prec, lmc_residual res,
         return lmc_fail(err, "out of memory");
     cm->cfg = *c;
     cm->prec = p;
-    cm->res = p == LMC_PREC_FP32 || res == LMC_RESIDUAL_FP32 ? LMC_RESIDUAL_FP32
-                                                             : LMC_RESIDUAL_HALF;
+    cm->res = lmc_residual_resolve(res, p);
     if (max_tokens <= 0) {
         /* LMC_CUDA_TOKENS: override the default (for tuning) */
         const char *e = getenv("LMC_CUDA_TOKENS");
@@ -599,7 +598,7 @@ int lmc_cuda_bench_gemm(const lmc_config *c, int tokens, lmc_precision p, lmc_re
     int n;
     int window = tokens < c->max_pos ? tokens : c->max_pos;
     lmc_precision rp = lmc_precision_resolve(p, c);
-    int res_half = rp != LMC_PREC_FP32 && res != LMC_RESIDUAL_FP32;
+    int res_half = lmc_residual_resolve(res, rp) == LMC_RESIDUAL_HALF;
     if (lmc_cu_bench_gemm(&d, tokens, window, (int)rp, res_half, r, &n, mix_tflops, err) < 0)
         return -1;
     for (int i = 0; i < n; i++) {

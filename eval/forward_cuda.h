@@ -45,6 +45,9 @@ typedef enum {
 
 /* "auto", "fp32", "half" -> 0; anything else -1. */
 int lmc_residual_parse(const char *s, lmc_residual *r);
+/* The residual's type at resolved precision p: FP32 at fp32 or when asked,
+ * else HALF. */
+lmc_residual lmc_residual_resolve(lmc_residual r, lmc_precision p);
 
 /* "auto", "fp32", "fp16", "bf16" -> 0; anything else -1. */
 int lmc_precision_parse(const char *s, lmc_precision *p);

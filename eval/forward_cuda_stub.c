@@ -30,6 +30,11 @@ int lmc_residual_parse(const char *s, lmc_residual *r)
     return -1;
 }
 
+lmc_residual lmc_residual_resolve(lmc_residual r, lmc_precision p)
+{
+    return p == LMC_PREC_FP32 || r == LMC_RESIDUAL_FP32 ? LMC_RESIDUAL_FP32 : LMC_RESIDUAL_HALF;
+}
+
 const char *lmc_precision_name(lmc_precision p)
 {
     switch (p) {

@@ -157,6 +157,10 @@ START_TEST(test_precision_names)
     ck_assert_int_eq(lmc_residual_parse("half", &r), 0);
     ck_assert_int_eq(r, LMC_RESIDUAL_HALF);
     ck_assert_int_eq(lmc_residual_parse("fp16", &r), -1);
+    ck_assert_int_eq(lmc_residual_resolve(LMC_RESIDUAL_AUTO, LMC_PREC_FP16), LMC_RESIDUAL_HALF);
+    ck_assert_int_eq(lmc_residual_resolve(LMC_RESIDUAL_AUTO, LMC_PREC_BF16), LMC_RESIDUAL_HALF);
+    ck_assert_int_eq(lmc_residual_resolve(LMC_RESIDUAL_AUTO, LMC_PREC_FP32), LMC_RESIDUAL_FP32);
+    ck_assert_int_eq(lmc_residual_resolve(LMC_RESIDUAL_FP32, LMC_PREC_FP16), LMC_RESIDUAL_FP32);
 }
 END_TEST
 
