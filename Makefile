@@ -21,35 +21,47 @@ TEST_HELPERS = $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
 TEST_HELPER_OBJ = $(TEST_HELPERS:%.c=$(B)/%.o)
 
 # CUDA: built only when nvcc is found; the CPU build never needs it.
-CU_SRC   = $(wildcard eval/*.cu compress/*.cu)
+CU_SRC   = $(wildcard eval/cuda/*.cu compress/cuda/*.cu)
 ifneq ($(strip $(NVCC)),)
 ifneq ($(strip $(CU_SRC)),)
 ifneq ($(LMC_NO_CUDA),1)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CU_OBJ   = $(CU_SRC:%.cu=$(B)/%.cu.o)
+# the C side of the CUDA backend: in a CUDA build only (no stubs otherwise)
+CU_C_OBJ = $(patsubst %.c,$(B)/%.o,$(wildcard eval/cuda/*.c compress/cuda/*.c))
 override CFLAGS += -DLMC_HAVE_CUDA
 NVFLAGS ?= -O2 -std=c++17 -MMD -MP -gencode arch=compute_90a,code=sm_90a -DLMC_SM90A -gencode arch=compute_80,code=compute_80 -Xcompiler -Wall,-Wextra
-LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
+LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lcusolver -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
 endif
 endif
 endif
 
-.SECONDARY:
-.PHONY: all deps check test asan-check bench clean demo cuda-check
+# keep the test objects (intermediate through the pattern rule below); a
+# bare .SECONDARY would make every object secondary, and make would then not
+# rebuild a missing one whose archive looks newer (a new source file)
+.SECONDARY: $(TESTS:=.o)
+.PHONY: all deps check test asan-check bench clean demo cuda-check FORCE
 all: $(B)/lmc
 
-$(B)/liblmc.a: $(LIB_OBJ) $(CU_OBJ)
+$(B)/liblmc.a: $(LIB_OBJ) $(CU_C_OBJ) $(CU_OBJ)
 	@mkdir -p $(@D)
+	@rm -f $@ # a fresh archive: objects of deleted sources must not linger in it
 	$(AR) rcs $@ $^
 
 $(B)/lmc: $(CLI_OBJ) $(B)/liblmc.a
 	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(B)/liblmc.a $(LDLIBS)
 
-$(B)/%.o: %.c
+# objects depend on the flags they were built with: switching between a CUDA
+# and a CPU-only (LMC_NO_CUDA=1) build recompiles what the switch changes
+$(B)/.flags: FORCE
+	@mkdir -p $(B)
+	@echo '$(CC) $(CFLAGS) $(NVCC) $(NVFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(NVCC) $(NVFLAGS)' > $@
+
+$(B)/%.o: %.c $(B)/.flags
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(if $(filter tests/%,$<),$(CHECK_CFLAGS)) -c $< -o $@
 
-$(B)/%.cu.o: %.cu
+$(B)/%.cu.o: %.cu $(B)/.flags
 	@mkdir -p $(@D)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
@@ -97,4 +109,4 @@ bench: $(B)/lmc
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(TESTS:=.d) $(TEST_HELPER_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CU_C_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(TESTS:=.d) $(TEST_HELPER_OBJ:.o=.d)
