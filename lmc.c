@@ -5,9 +5,8 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/log.h"
 
-/* Subcommands whose module is not linked in yet resolve to NULL (weak), and
- * lmc says so instead of pretending. */
 #define LMC_CMDS(X)                                                              \
     X(inspect, "show a checkpoint or container: architecture, tensors, bits")   \
     X(convert, "checkpoint -> lossless fp16 container")                         \
@@ -23,7 +22,7 @@
     X(magnitude, "magnitude pruning")                                           \
     X(svd, "low-rank factorization (plain, activation-aware, whitened)")
 
-#define DECL(name, help) int lmc_cmd_##name(int argc, char **argv) __attribute__((weak));
+#define DECL(name, help) int lmc_cmd_##name(int argc, char **argv);
 LMC_CMDS(DECL)
 #undef DECL
 
@@ -40,8 +39,7 @@ static void usage(FILE *f, const struct cmd *cmds, size_t n)
                "commands:\n",
             LMC_VERSION);
     for (size_t i = 0; i < n; i++)
-        fprintf(f, "  %-12s %s%s\n", cmds[i].name, cmds[i].help,
-                cmds[i].fn ? "" : " [not implemented yet]");
+        fprintf(f, "  %-12s %s\n", cmds[i].name, cmds[i].help);
     fprintf(f, "\nexit codes: 0 success, 1 failure (message on stderr), 2 usage error\n");
 }
 
@@ -55,6 +53,8 @@ int main(int argc, char **argv)
         setenv("OMP_WAIT_POLICY", "passive", 1);
         execv("/proc/self/exe", argv);
     }
+    /* the library reports through this callback (core/log.h) */
+    lmc_log_set(lmc_cli_log, NULL);
 #define ROW(name, help) {#name, help, lmc_cmd_##name},
     const struct cmd cmds[] = {LMC_CMDS(ROW)};
 #undef ROW
@@ -74,10 +74,6 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
         if (strcmp(argv[1], cmds[i].name))
             continue;
-        if (!cmds[i].fn) {
-            fprintf(stderr, "lmc: '%s' is not implemented yet in this build\n", cmds[i].name);
-            return LMC_EXIT_FAIL;
-        }
         return cmds[i].fn(argc - 1, argv + 1);
     }
     fprintf(stderr, "lmc: unknown command '%s' (see 'lmc --help')\n", argv[1]);

@@ -83,3 +83,12 @@ void lmc_progress(const char *fmt, ...)
     fflush(stderr);
 }
 
+void lmc_cli_log(void *ctx, lmc_log_level level, const char *msg)
+{
+    (void)ctx;
+    switch (level) {
+    case LMC_LOG_WARN: fprintf(stderr, "lmc: warning: %s\n", msg); break;
+    case LMC_LOG_PROGRESS: lmc_progress("%s\n", msg); break;
+    default: fprintf(stderr, "%s\n", msg); break;
+    }
+}

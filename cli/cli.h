@@ -36,6 +36,10 @@ int lmc_is_opt(const char *arg, const char *opt);
 /* Quiet mode for progress lines on stderr (-q). */
 extern int lmc_quiet;
 void lmc_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The library's log callback (core/log.h): warnings as "lmc: warning: ...",
+ * progress through lmc_progress (silenced by -q), the rest as they are. */
+#include "../core/log.h"
+void lmc_cli_log(void *ctx, lmc_log_level level, const char *msg);
 
 
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../core/clock.h"
+#include "../core/log.h"
 #include "../core/lowrank.h"
 #include "../eval/weights.h"
 
@@ -395,8 +396,8 @@ static int svd_one(lmc_svd_run *run, lmc_pass_ctx *ctx, const lmc_linear_desc *d
     if (o->method == LMC_SVD_WHITEN) {
         cJSON_AddNumberToObject(rep, "damp", info.damp);
         if (info.damp > 0) {
-            fprintf(stderr, "lmc: warning: %s: x x^T not positive definite, damped by %g x "
-                    "mean diagonal\n", name, info.damp);
+            lmc_warn("%s: x x^T not positive definite, damped by %g x mean diagonal", name,
+                     info.damp);
             ctx->warnings++;
         }
     }
@@ -437,8 +438,7 @@ static int svd_end(const lmc_pass *p, lmc_model *m, cJSON *summary, lmc_error *e
     (void)m, (void)err;
     const lmc_svd_run *run = p->opts;
     if (run->n_dense)
-        fprintf(stderr, "lmc: svd: %d linear(s) left dense: the factors would not be smaller\n",
-                run->n_dense);
+        lmc_warn("svd: %d linear(s) left dense: the factors would not be smaller", run->n_dense);
     if (summary) {
         cJSON *o = cJSON_AddObjectToObject(summary, "svd");
         cJSON_AddNumberToObject(o, "linears_factored", run->n_factored);

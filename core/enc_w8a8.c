@@ -1,5 +1,6 @@
 /* LMC_ENC_W8A8: layout and arithmetic documented in w8a8.h. */
 #include "w8a8.h"
+#include "log.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -319,7 +320,7 @@ static void w8_apply(const void *state, const float *x, int64_t n, float *y, int
     if (!qx || !sx) {
         /* No error channel here: make the failure impossible to miss (eval
          * stops on the non-finite log-likelihood). */
-        fprintf(stderr, "lmc: w8a8 kernel: out of memory for %lld tokens\n", (long long)n);
+        lmc_warn("w8a8 kernel: out of memory for %lld tokens", (long long)n);
         for (int64_t i = 0; i < n * rows; i++)
             y[i] = NAN;
         free(qx);
@@ -349,7 +350,7 @@ static void w8_apply(const void *state, const float *x, int64_t n, float *y, int
         free(q8);
     }
     if (fail) {
-        fprintf(stderr, "lmc: w8a8 kernel: out of memory\n");
+        lmc_warn("w8a8 kernel: out of memory");
         for (int64_t i = 0; i < n * rows; i++)
             y[i] = NAN;
         free(qx);
