@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../compress/prune.h"
+#include "../compress/prune_passes.h"
 #include "cli.h"
 #include "pass_cli.h"
 #include "pass_opts.h"

@@ -11,7 +11,7 @@
 #include "../core/half.h"
 #include "../eval/forward_ops.h"
 #include "../eval/weights.h"
-#include "quant_passes.h"
+#include "qstore.h"
 #include "scale_fold.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -593,7 +593,9 @@ static int group_module(const lmc_config *c, const lmc_fold_group *g)
 {
     if (!strcmp(g->prev, "attn_norm"))
         return MOD_ATTN;
-    if (!strcmp(g->prev, "ffn_norm") && c->arch != LMC_ARCH_OPT)
+    /* llm-awq inspects the whole MLP behind ffn_norm, except OPT's fc1, which
+     * it inspects alone: among lmc's architectures, the ungated ReLU FFN */
+    if (!strcmp(g->prev, "ffn_norm") && (c->gated_ffn || c->act != LMC_ACT_RELU))
         return MOD_MLP;
     return MOD_LINEAR;
 }
@@ -835,6 +837,7 @@ void lmc_awq_pass(lmc_pass *p, const lmc_awq_opts *o)
     /* mean |x| for the scales; calibration also gives the block inputs the
      * searches run on */
     p->stats = (o->scale || o->clip) ? LMC_STAT_ABS_MEAN : 0;
+    p->needs = LMC_PASS_BLOCK_W | LMC_PASS_INPUTS; /* the searches run the block on the CPU */
     p->opts = o;
     p->compress_block = awq_block;
     p->end = awq_end;

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "prune.h"
+#include "prune_passes.h"
 
 /* Unstructured mask of q, k or v of a GPT-2 block, ranked jointly over the
  * original q, k, v weights (in c_attn's order: q, k, v). */
@@ -49,7 +49,7 @@ static int magnitude_mask(const lmc_pass_ctx *ctx, const lmc_linear_desc *d, con
                           const float *w, int64_t rows, int64_t cols, const lmc_prune_opts *o,
                           uint8_t *keep, lmc_error *err)
 {
-    if (ctx->model->cfg.arch == LMC_ARCH_GPT2 && o->n == 0 && d->site == LMC_SITE_ATTN_IN &&
+    if (ctx->model->cfg.fused_qkv && o->n == 0 && d->site == LMC_SITE_ATTN_IN &&
         ctx->bw) {
         if (fused_qkv_mask(ctx, d->role, rows, cols, o->sparsity, keep, err))
             return lmc_fail_prefix(err, tensor);
@@ -69,7 +69,7 @@ int lmc_magnitude_pass(lmc_pass *p, const lmc_prune_opts *o, lmc_error *err)
 {
     if (lmc_prune_opts_check(o, err))
         return -1;
-    *p = (lmc_pass){.name = "magnitude", .stats = 0, .opts = o,
+    *p = (lmc_pass){.name = "magnitude", .stats = 0, .needs = LMC_PASS_BLOCK_W, .opts = o,
                     .compress_block = magnitude_block, .begin = lmc_prune_begin};
     return 0;
 }

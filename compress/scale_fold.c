@@ -10,7 +10,7 @@
 
 int lmc_fold_groups(const lmc_config *c, int norms_only, lmc_fold_group out[4])
 {
-    int n = 0, gated = c->arch == LMC_ARCH_LLAMA;
+    int n = 0, gated = c->gated_ffn;
     out[n++] = (lmc_fold_group){"attn_norm", {"q", "k", "v"}, 3, LMC_SITE_ATTN_IN};
     /* with GQA one v row feeds n_heads / n_kv_heads context columns, which
      * would all need the same scale (llm-awq skips it too) */

@@ -191,10 +191,26 @@ static void lr_apply(const void *state, const float *x, int64_t n, float *y, int
     }
 }
 
+/* The factors as stored: a device runs the two products on them directly. */
+static int lr_view(const lmc_encoding *e, const uint8_t *data, size_t nbytes, int64_t rows,
+                   int64_t cols, lmc_enc_view *v, lmc_error *err)
+{
+    if (lr_validate(e, rows, cols, err) < 0)
+        return -1;
+    size_t need = lr_nbytes(e, rows, cols);
+    if (nbytes != need || !data)
+        return lmc_fail(err, "%zu bytes of data, encoding lowrank needs %zu", nbytes, need);
+    size_t es = e->inner == LMC_ENC_F16 ? 2 : 4;
+    size_t b_off = ((size_t)rows * (size_t)e->rank * es + 3) & ~(size_t)3;
+    *v = (lmc_enc_view){.kind = LMC_VIEW_FACTORS, .elem = (lmc_enc_id)e->inner, .a = data,
+                        .b = data + b_off, .rank = e->rank};
+    return 0;
+}
+
 const lmc_enc_traits lmc_enc_lowrank_traits = {
     .id = LMC_ENC_LOWRANK, .name = "lowrank", .validate = lr_validate, .nbytes = lr_nbytes,
     .to_f32 = lr_to_f32, .effective_macs = lr_macs, .kernel_prepare = lr_prepare,
-    .kernel_apply = lr_apply, .kernel_free = lr_free,
+    .kernel_apply = lr_apply, .kernel_free = lr_free, .view = lr_view,
 };
 
 /* ---- encoder ---- */

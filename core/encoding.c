@@ -62,17 +62,29 @@ static int dense_to_f32(const lmc_encoding *e, const uint8_t *data, int64_t rows
     return 0;
 }
 
+static int dense_view(const lmc_encoding *e, const uint8_t *data, size_t nbytes, int64_t rows,
+                      int64_t cols, lmc_enc_view *v, lmc_error *err)
+{
+    size_t need = dense_nbytes(e, rows, cols);
+    if (nbytes != need || !data)
+        return lmc_fail(err, "%zu bytes of data, encoding %s needs %zu", nbytes,
+                        e->id == LMC_ENC_F32 ? "f32" : e->id == LMC_ENC_F16 ? "f16" : "bf16",
+                        need);
+    *v = (lmc_enc_view){.kind = LMC_VIEW_DENSE, .elem = e->id, .a = data};
+    return 0;
+}
+
 static const lmc_enc_traits f32_traits = {
     .id = LMC_ENC_F32, .name = "f32", .validate = dense_validate, .nbytes = dense_nbytes,
-    .to_f32 = dense_to_f32,
+    .to_f32 = dense_to_f32, .view = dense_view,
 };
 static const lmc_enc_traits f16_traits = {
     .id = LMC_ENC_F16, .name = "f16", .validate = dense_validate, .nbytes = dense_nbytes,
-    .to_f32 = dense_to_f32,
+    .to_f32 = dense_to_f32, .view = dense_view,
 };
 static const lmc_enc_traits bf16_traits = {
     .id = LMC_ENC_BF16, .name = "bf16", .validate = dense_validate, .nbytes = dense_nbytes,
-    .to_f32 = dense_to_f32,
+    .to_f32 = dense_to_f32, .view = dense_view,
 };
 
 /* Encodings implemented in their own modules (core/enc_*.c). Strong

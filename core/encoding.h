@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "error.h"
 
@@ -43,6 +44,17 @@ typedef struct lmc_encoding {
     int has_smooth; /* fp32 per-input-channel smoothing scales stored */
 } lmc_encoding;
 
+/* A blob seen as arrays a device backend can use as stored, without
+ * decoding (the encoding table's optional `view` hook). */
+typedef enum { LMC_VIEW_DENSE = 1, LMC_VIEW_FACTORS = 2 } lmc_view_kind;
+typedef struct lmc_enc_view {
+    lmc_view_kind kind;
+    lmc_enc_id elem; /* element type of the arrays: F32, F16 or BF16 */
+    const void *a;   /* DENSE: [rows][cols]; FACTORS: A [rows][rank] */
+    const void *b;   /* FACTORS: B [rank][cols] */
+    int rank;        /* FACTORS */
+} lmc_enc_view;
+
 typedef struct lmc_enc_traits {
     lmc_enc_id id;
     const char *name; /* "f32", "f16", "bf16", "qgroup", ... */
@@ -68,6 +80,13 @@ typedef struct lmc_enc_traits {
     void (*kernel_apply)(const void *state, const float *x, int64_t n, float *y,
                          int accumulate);
     void (*kernel_free)(void *state);
+    /* Optional: the blob (nbytes, checked against the parameters) as arrays
+     * a device can multiply with directly (lmc_enc_view). NULL: a device
+     * decodes with to_f32, which is only right when kernel_prepare is NULL
+     * too (else the CPU kernel's arithmetic, e.g. activation quantization,
+     * would be skipped). */
+    int (*view)(const lmc_encoding *e, const uint8_t *data, size_t nbytes, int64_t rows,
+                int64_t cols, lmc_enc_view *v, lmc_error *err);
 } lmc_enc_traits;
 
 /* NULL when the id is unknown. */
@@ -80,12 +99,19 @@ void lmc_enc_register(const lmc_enc_traits *t);
 /* Idempotent: registers every built-in encoding. */
 void lmc_encodings_init(void);
 
+/* t's blob through its encoding's view hook: 1 and *v when it has one, 0
+ * when the tensor must be decoded, -1 on a blob that does not match its
+ * encoding (naming the tensor). */
+struct lmc_tensor;
+int lmc_tensor_view(const struct lmc_tensor *t, lmc_enc_view *v, lmc_error *err);
+
 /* Human-readable description, e.g. "qgroup w4 g128 asym". */
 void lmc_enc_describe(const lmc_encoding *e, char *buf, size_t n);
 
 static inline lmc_encoding lmc_enc_dense(lmc_enc_id id)
 {
-    lmc_encoding e = {0};
+    lmc_encoding e;
+    memset(&e, 0, sizeof e); /* valid C++ too (the CUDA sources include this) */
     e.id = id;
     return e;
 }

@@ -62,28 +62,29 @@ int64_t lmc_model_params(const lmc_model *m)
     return n;
 }
 
-int lmc_block_linears(const lmc_config *cfg, lmc_linear_desc out[8])
+void lmc_block_slots(const lmc_config *c, lmc_slot_desc out[LMC_SLOT_COUNT])
 {
-    int n = 0;
-    out[n++] = (lmc_linear_desc){"q", LMC_SITE_ATTN_IN};
-    out[n++] = (lmc_linear_desc){"k", LMC_SITE_ATTN_IN};
-    out[n++] = (lmc_linear_desc){"v", LMC_SITE_ATTN_IN};
-    out[n++] = (lmc_linear_desc){"o", LMC_SITE_ATTN_OUT};
-    if (cfg->arch == LMC_ARCH_LLAMA)
-        out[n++] = (lmc_linear_desc){"gate", LMC_SITE_FFN_IN};
-    out[n++] = (lmc_linear_desc){"up", LMC_SITE_FFN_IN};
-    out[n++] = (lmc_linear_desc){"down", LMC_SITE_FFN_MID};
-    return n;
+    int64_t H = c->hidden, F = c->ffn, qd = (int64_t)c->n_heads * c->head_dim,
+            kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    out[LMC_SLOT_QKV] = (lmc_slot_desc){LMC_SITE_ATTN_IN, 3, {"q", "k", "v"}, {qd, kvd, kvd}, H,
+                                        c->qkv_bias};
+    out[LMC_SLOT_O] = (lmc_slot_desc){LMC_SITE_ATTN_OUT, 1, {"o"}, {H}, qd, c->o_bias};
+    out[LMC_SLOT_GU] = c->gated_ffn ? (lmc_slot_desc){LMC_SITE_FFN_IN, 2, {"gate", "up"},
+                                                      {F, F}, H, c->mlp_bias}
+                                    : (lmc_slot_desc){LMC_SITE_FFN_IN, 1, {"up"}, {F}, H,
+                                                      c->mlp_bias};
+    out[LMC_SLOT_DOWN] = (lmc_slot_desc){LMC_SITE_FFN_MID, 1, {"down"}, {H}, F, c->mlp_bias};
 }
 
-const char *lmc_arch_name(lmc_arch a)
+int lmc_block_linears(const lmc_config *cfg, lmc_linear_desc out[8])
 {
-    switch (a) {
-    case LMC_ARCH_LLAMA: return "llama";
-    case LMC_ARCH_OPT: return "opt";
-    case LMC_ARCH_GPT2: return "gpt2";
-    }
-    return "unknown";
+    lmc_slot_desc s[LMC_SLOT_COUNT];
+    lmc_block_slots(cfg, s);
+    int n = 0;
+    for (int k = 0; k < LMC_SLOT_COUNT; k++)
+        for (int i = 0; i < s[k].n; i++)
+            out[n++] = (lmc_linear_desc){s[k].roles[i], s[k].site};
+    return n;
 }
 
 const char *lmc_site_name(lmc_site s)
@@ -91,3 +92,20 @@ const char *lmc_site_name(lmc_site s)
     static const char *names[] = {"attn_in", "attn_out", "ffn_in", "ffn_mid"};
     return (unsigned)s < LMC_SITE_COUNT ? names[s] : "?";
 }
+
+int lmc_tensor_view(const lmc_tensor *t, lmc_enc_view *v, lmc_error *err)
+{
+    const lmc_enc_traits *tr = lmc_enc_get(t->enc.id);
+    if (!tr)
+        return lmc_fail(err, "tensor %s: unknown encoding id %d", t->name, (int)t->enc.id);
+    if (!tr->view)
+        return 0;
+    int64_t rows = t->shape[0], cols = t->ndim == 2 ? t->shape[1] : 1;
+    if (tr->view(&t->enc, t->data, t->nbytes, rows, cols, v, err) < 0) {
+        char pre[96];
+        snprintf(pre, sizeof pre, "tensor %s", t->name);
+        return lmc_fail_prefix(err, pre);
+    }
+    return 1;
+}
+

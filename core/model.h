@@ -54,6 +54,12 @@ typedef struct lmc_config {
     int rope_orig_max_pos;                               /* llama3 */
     int bos_id, eos_id;            /* -1 when absent */
     char src_dtype[16];            /* "float16", "bfloat16", "float32" */
+    /* Capabilities of the architecture, from its entry in formats/arch.c
+     * (lmc_arch_caps, applied by both loaders; not stored in containers):
+     * code outside formats/ tests these, never an architecture's name. */
+    int gated_ffn;   /* down(act(gate x) * up x); else down(act(up x)), no gate */
+    int learned_pos; /* a learned position table: windows of at most max_pos tokens */
+    int fused_qkv;   /* the checkpoint stores q, k, v as one matrix (GPT-2's c_attn) */
 } lmc_config;
 
 /* One tensor. data points into a memory map or into owned heap memory. */
@@ -120,6 +126,22 @@ typedef struct lmc_linear_desc {
  * order. Returns the count (at most 7). */
 int lmc_block_linears(const lmc_config *cfg, lmc_linear_desc out[8]);
 
+/* The products of a block as every backend runs them: linears reading one
+ * input, stacked along rows into one matrix (q|k|v; o; gate|up, or up
+ * alone without a gate; down). The one listing the CPU and CUDA loaders
+ * share. */
+typedef enum { LMC_SLOT_QKV = 0, LMC_SLOT_O, LMC_SLOT_GU, LMC_SLOT_DOWN, LMC_SLOT_COUNT } lmc_slot;
+typedef struct lmc_slot_desc {
+    lmc_site site;
+    int n;                /* linears in the slot */
+    const char *roles[3]; /* "q", "k", "v", ... */
+    int64_t out[3];       /* rows of each */
+    int64_t in;           /* their common input width */
+    int bias;             /* the config announces biases for them */
+} lmc_slot_desc;
+void lmc_block_slots(const lmc_config *cfg, lmc_slot_desc out[LMC_SLOT_COUNT]);
+
+/* "llama", "opt", "gpt2" (formats/arch.c, the table of architectures) */
 const char *lmc_arch_name(lmc_arch a);
 const char *lmc_site_name(lmc_site s);
 

@@ -1,14 +1,13 @@
 /* The config is stored as named fields (not a struct dump) so the header
  * stays readable and a field added later can get a default when absent. */
 #include "config_json.h"
+#include "arch.h"
 
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
-static const char *const arch_names[] = {[LMC_ARCH_LLAMA] = "llama", [LMC_ARCH_OPT] = "opt",
-                                         [LMC_ARCH_GPT2] = "gpt2"};
 static const char *const act_names[] = {[LMC_ACT_SILU] = "silu", [LMC_ACT_RELU] = "relu",
                                         [LMC_ACT_GELU_NEW] = "gelu_new", [LMC_ACT_GELU] = "gelu"};
 static const char *const rope_names[] = {[LMC_ROPE_NONE] = "none", [LMC_ROPE_DEFAULT] = "default",
@@ -92,9 +91,13 @@ cJSON *lmc_config_to_json(const lmc_config *c)
             v = cJSON_CreateString(tmp);
             break;
         }
-        case F_ARCH:
-            s = enum_name(arch_names, NELEM(arch_names), *(const int *)p);
+        case F_ARCH: {
+            lmc_arch a;
+            s = lmc_arch_name(*(const lmc_arch *)p);
+            if (lmc_arch_by_name(s, &a) < 0)
+                s = NULL;
             break;
+        }
         case F_ACT: s = enum_name(act_names, NELEM(act_names), *(const int *)p); break;
         case F_ROPE: s = enum_name(rope_names, NELEM(rope_names), *(const int *)p); break;
         }
@@ -158,13 +161,16 @@ int lmc_config_from_json(const cJSON *obj, lmc_config *c, const char *what, lmc_
         case F_ARCH:
         case F_ACT:
         case F_ROPE: {
-            const char *const *names = f->type == F_ARCH  ? arch_names
-                                       : f->type == F_ACT ? act_names
-                                                          : rope_names;
-            size_t n = f->type == F_ARCH  ? NELEM(arch_names)
-                       : f->type == F_ACT ? NELEM(act_names)
-                                          : NELEM(rope_names);
-            int e = cJSON_IsString(v) ? enum_value(names, n, v->valuestring) : -1;
+            const char *const *names = f->type == F_ACT ? act_names : rope_names;
+            size_t n = f->type == F_ACT ? NELEM(act_names) : NELEM(rope_names);
+            int e = -1;
+            if (f->type == F_ARCH) {
+                lmc_arch a;
+                if (cJSON_IsString(v) && lmc_arch_by_name(v->valuestring, &a) == 0)
+                    e = (int)a;
+            } else if (cJSON_IsString(v)) {
+                e = enum_value(names, n, v->valuestring);
+            }
             if (e < 0)
                 return lmc_fail(err, "%s: config: unknown %s %s%s%s", what, f->key,
                                 cJSON_IsString(v) ? "'" : "",
@@ -175,6 +181,8 @@ int lmc_config_from_json(const cJSON *obj, lmc_config *c, const char *what, lmc_
         }
         }
     }
+    if (lmc_arch_caps(c, err) < 0) /* derived, not stored */
+        return lmc_fail_prefix(err, what);
     return 0;
 }
 
@@ -188,7 +196,11 @@ int lmc_config_check(const lmc_config *c, const char *what, lmc_error *err)
             return lmc_fail(err, "%s: inconsistent config: %s", what, m_);                      \
         }                                                                                       \
     } while (0)
-    NEED(enum_name(arch_names, NELEM(arch_names), (int)c->arch), "unknown arch %d", (int)c->arch);
+    lmc_config caps = *c;
+    NEED(lmc_arch_caps(&caps, NULL) == 0, "unknown arch %d", (int)c->arch);
+    NEED(caps.gated_ffn == c->gated_ffn && caps.learned_pos == c->learned_pos &&
+             caps.fused_qkv == c->fused_qkv,
+         "capability flags do not match architecture %s", lmc_arch_name(c->arch));
     NEED(memchr(c->model_type, 0, sizeof c->model_type) && c->model_type[0],
          "model_type is empty");
     NEED(c->vocab > 0, "vocab %d", c->vocab);
@@ -212,6 +224,8 @@ int lmc_config_check(const lmc_config *c, const char *what, lmc_error *err)
          (int)c->rope_type);
     NEED(c->rope_type == LMC_ROPE_NONE || (isfinite(c->rope_theta) && c->rope_theta > 0),
          "rope_theta %g", c->rope_theta);
+    NEED(c->rope_type == LMC_ROPE_NONE || c->head_dim % 2 == 0,
+         "RoPE needs an even head_dim, got %d", c->head_dim);
     NEED(c->bos_id >= -1 && c->bos_id < c->vocab, "bos_id %d outside the vocabulary", c->bos_id);
     NEED(c->eos_id >= -1 && c->eos_id < c->vocab, "eos_id %d outside the vocabulary", c->eos_id);
     NEED(memchr(c->src_dtype, 0, sizeof c->src_dtype), "src_dtype not terminated");

@@ -1,4 +1,5 @@
 #include "hf_config.h"
+#include "arch.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -410,7 +411,7 @@ int lmc_hf_config_parse(const char *text, size_t len, const char *path, lmc_conf
     int r = !strcmp(mt, "opt")    ? parse_opt(&c, root, cfg)
             : !strcmp(mt, "gpt2") ? parse_gpt2(&c, root, cfg)
                                   : parse_llama(&c, root, cfg);
-    if (r != 0)
+    if (r != 0 || lmc_arch_caps(cfg, err) != 0)
         goto out;
     if (!(cfg->norm_eps > 0)) {
         lmc_fail(err, "%s: norm epsilon must be positive", path);

@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <zlib.h>
 
+#include "../formats/arch.h"
 #include "../core/half.h"
 #include "../core/sha256.h"
 #include "../formats/config_json.h"
@@ -61,6 +62,7 @@ static lmc_model *tiny_model(void)
     lmc_model *m = calloc(1, sizeof *m);
     lmc_config *c = &m->cfg;
     c->arch = LMC_ARCH_LLAMA;
+    lmc_arch_caps(c, NULL);
     strcpy(c->model_type, "llama");
     c->vocab = 16;
     c->hidden = 8;
@@ -625,8 +627,8 @@ static size_t fake_nbytes(const lmc_encoding *e, int64_t rows, int64_t cols)
                                             e->m + e->inner + e->rank + e->n_outlier +
                                             e->has_smooth) + (size_t)(e->nnz % 1000);
 }
-static const lmc_enc_traits fake_traits = {(lmc_enc_id)100, "fake", fake_validate, fake_nbytes,
-                                           NULL, NULL};
+static const lmc_enc_traits fake_traits = {
+    .id = (lmc_enc_id)100, .name = "fake", .validate = fake_validate, .nbytes = fake_nbytes};
 
 START_TEST(encoding_params_round_trip)
 {

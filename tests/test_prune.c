@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../compress/prune.h"
+#include "../formats/arch.h"
+#include "../compress/prune_passes.h"
 #include "../core/half.h"
 #include "../core/sparse.h"
 #include "testutil.h"
@@ -368,6 +369,7 @@ static lmc_model *tiny_model(int ffn)
 {
     lmc_model *m = calloc(1, sizeof *m);
     m->cfg.arch = LMC_ARCH_LLAMA;
+    lmc_arch_caps(&m->cfg, NULL);
     m->cfg.hidden = 16;
     m->cfg.n_layers = 2;
     m->cfg.n_heads = 2;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../formats/arch.h"
 #include "../core/half.h"
 #include "../eval/forward.h"
 
@@ -95,6 +96,7 @@ lmc_config lmc_tiny_config(lmc_arch arch, int hidden, int nh, int nkv, int hd, i
         c.qkv_bias = c.o_bias = c.mlp_bias = 1;
         c.tied = 1;
     }
+    lmc_arch_caps(&c, NULL);
     return c;
 }
 
