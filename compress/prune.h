@@ -79,16 +79,8 @@ int lmc_prune_encode(const char *name, const float *w, int64_t rows, int64_t col
                      const uint8_t *keep, const lmc_prune_opts *o, lmc_tensor *t,
                      lmc_error *err);
 
-/* The passes. o must stay alive while the pass runs; it is checked here
- * (lmc_prune_opts_check) and p is filled: name "magnitude" (stats 0, no
- * calibration) or "wanda" (LMC_STAT_SQ_SUM). They prune every
- * blk.N.{q,k,v,o,gate,up,down}.weight (core/model.h lmc_block_linears);
- * embeddings, norms and the head stay as they are. begin() checks every
- * input width against M before any work. */
-int lmc_magnitude_pass(lmc_pass *p, const lmc_prune_opts *o, lmc_error *err);
-int lmc_wanda_pass(lmc_pass *p, const lmc_prune_opts *o, lmc_error *err);
-
-/* Shared by the two passes (prune.c): per-tensor scoring hook. */
+/* The skeleton of the pruning passes (prune.c): per-tensor scoring hook,
+ * and begin(), which checks every input width against M (SparseGPT too). */
 typedef int (*lmc_prune_mask_fn)(const lmc_pass_ctx *ctx, const lmc_linear_desc *d,
                                  const char *tensor, const float *w, int64_t rows, int64_t cols,
                                  const lmc_prune_opts *o, uint8_t *keep, lmc_error *err);

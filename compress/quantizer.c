@@ -128,3 +128,13 @@ void lmc_qresult_dequant(const lmc_qresult *q, float *out)
         }
     }
 }
+
+int lmc_quant_opts_check(int bits, int group, lmc_error *err)
+{
+    if (bits < 2 || bits > 8)
+        return lmc_fail(err, "--bits %d: must be between 2 and 8", bits);
+    if (group == 0 || group < -1)
+        return lmc_fail(err, "--group %d: must be -1 (one group per row) or a positive size",
+                        group);
+    return 0;
+}

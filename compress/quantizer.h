@@ -77,4 +77,7 @@ int lmc_qresult_encode(const lmc_qresult *q, lmc_encoding *enc, uint8_t **blob, 
 /* Dequantize q into out[rows][cols] (same values as the encoding's to_f32). */
 void lmc_qresult_dequant(const lmc_qresult *q, float *out);
 
+/* Check bits (2..8) and group (-1 or > 0); -1 with a message naming the option. */
+int lmc_quant_opts_check(int bits, int group, lmc_error *err);
+
 #endif

@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "../core/clock.h"
-#include "../core/sparse.h"
-#include "quant_passes.h"
+#include "qstore.h"
+#include "site_hinv.h"
 
 void lmc_sparsegpt_opts_default(lmc_sparsegpt_opts *o)
 {
@@ -61,48 +61,6 @@ static int sgpt_begin(const lmc_pass *p, lmc_model *m, lmc_error *err)
     return lmc_prune_begin(&pp, m, err);
 }
 
-int lmc_sparse_qtensor(const char *name, const lmc_qresult *q, const uint8_t *keep, int n, int m,
-                       lmc_tensor *t, lmc_error *err)
-{
-    memset(t, 0, sizeof *t);
-    if (strlen(name) >= sizeof t->name)
-        return lmc_fail(err, "%s: tensor name too long", name);
-    lmc_sparse_qvals v = {q->bits, q->group, q->sym, q->has_gidx,
-                          q->codes, q->scales, q->zeros, q->g_idx};
-    uint8_t *blob = NULL;
-    size_t nb = 0;
-    lmc_encoding e;
-    /* act-order groups (g_idx) or a group size that is not a multiple of M
-     * cannot be compacted per N:M group: the bitmask holds the same pattern
-     * at the same cost (1 bit per weight, like 2-bit indices at 2:4) */
-    int rc = m > 0 && lmc_nm_qgroup_ok(q->group, q->has_gidx, m)
-                 ? lmc_nm_encode_q(&v, keep, q->rows, q->cols, n, m, &e, &blob, &nb, err)
-                 : lmc_sparse_encode_q(&v, keep, q->rows, q->cols, &e, &blob, &nb, err);
-    if (rc)
-        return lmc_fail_prefix(err, name);
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->ndim = 2;
-    t->shape[0] = q->rows;
-    t->shape[1] = q->cols;
-    t->enc = e;
-    t->data = blob;
-    t->nbytes = nb;
-    t->owned = blob;
-    return 0;
-}
-
-typedef struct warn_ctx {
-    lmc_pass_ctx *ctx;
-    const char *role;
-} warn_ctx;
-
-static void on_warn(void *c, const char *msg)
-{
-    warn_ctx *wc = c;
-    fprintf(stderr, "lmc: warning: blk.%d.%s: %s\n", wc->ctx->layer, wc->role, msg);
-    wc->ctx->warnings++;
-}
-
 static void report(lmc_pass_ctx *ctx, const lmc_tensor *t, int64_t kept,
                    const lmc_solver_result *r, const char *joint, double secs)
 {
@@ -138,7 +96,7 @@ static void report(lmc_pass_ctx *ctx, const lmc_tensor *t, int64_t kept,
  * three (one per block of the fused matrix, not one per projection). */
 static int unit_size(const lmc_config *cfg, const lmc_linear_desc *lin, int i, int nl)
 {
-    if (cfg->arch == LMC_ARCH_GPT2 && i + 2 < nl && !strcmp(lin[i].role, "q") &&
+    if (cfg->fused_qkv && i + 2 < nl && !strcmp(lin[i].role, "q") &&
         !strcmp(lin[i + 1].role, "k") && !strcmp(lin[i + 2].role, "v") &&
         lin[i].site == lin[i + 1].site && lin[i].site == lin[i + 2].site)
         return 3;
@@ -159,7 +117,7 @@ static lmc_qresult q_rows(const lmc_qresult *q, int64_t r0, int64_t rows)
 /* Prune (and quantize) the cnt linears lin[0..cnt) as one matrix with their
  * rows stacked (they read the same input: one hv), then store each. */
 static int prune_unit(const lmc_sparsegpt_opts *so, lmc_pass_ctx *ctx,
-                      const lmc_linear_desc *lin, int cnt, const lmc_hinv *hv, float *W,
+                      const lmc_linear_desc *lin, int cnt, lmc_block_hinv *bh, float *W,
                       const int64_t *rows, int64_t cols, lmc_error *err)
 {
     double t0 = lmc_now();
@@ -167,8 +125,8 @@ static int prune_unit(const lmc_sparsegpt_opts *so, lmc_pass_ctx *ctx,
     for (int j = 0; j < cnt; j++)
         R += rows[j];
     lmc_solver_opts o = so->solver;
-    warn_ctx wc = {ctx, lin[0].role};
-    o.warn = on_warn;
+    lmc_solver_warn_ctx wc = {ctx, lin[0].role};
+    o.warn = lmc_solver_warn_pass;
     o.warn_ctx = &wc;
     o.mask_in = NULL;
     o.act_order = 0;
@@ -192,7 +150,8 @@ static int prune_unit(const lmc_sparsegpt_opts *so, lmc_pass_ctx *ctx,
     for (int j = 0; cnt > 1 && j < cnt; j++)
         snprintf(joint + strlen(joint), sizeof joint - strlen(joint), "%s%s", j ? "," : "",
                  lin[j].role);
-    int rc = lmc_solver_run(hv, W, R, &o, &r, err);
+    int rc = lmc_site_solve(bh, ctx, lin[0].role, lin[0].site, cols, W, NULL, R, &o, NULL, &r,
+                            err);
     if (rc) {
         char name[64];
         snprintf(name, sizeof name, "blk.%d.%s.weight", ctx->layer, lin[0].role);
@@ -245,7 +204,6 @@ static int sgpt_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
         int cnt = unit_size(&ctx->model->cfg, lin, i, nl);
         float *w[3] = {NULL, NULL, NULL}, *W = NULL;
         int64_t rows[3] = {0, 0, 0}, cols = 0, R = 0;
-        const lmc_hinv *hv = NULL;
         for (int j = 0; j < cnt && !rc; j++) {
             char name[64];
             int64_t c;
@@ -259,9 +217,6 @@ static int sgpt_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
             cols = c;
             R += rows[j];
         }
-        if (!rc)
-            rc = lmc_block_hinv_get(&bh, ctx, lin[i].role, lin[i].site, cols, &so->solver, &hv,
-                                    err);
         if (!rc && cnt == 1) {
             W = w[0];
             w[0] = NULL;
@@ -278,7 +233,7 @@ static int sgpt_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
         for (int j = 0; j < cnt; j++)
             free(w[j]);
         if (!rc)
-            rc = prune_unit(so, ctx, lin + i, cnt, hv, W, rows, cols, err);
+            rc = prune_unit(so, ctx, lin + i, cnt, &bh, W, rows, cols, err);
         free(W);
         i += cnt;
     }
@@ -335,7 +290,8 @@ int lmc_sparsegpt_pass(lmc_pass *p, const lmc_sparsegpt_opts *o, lmc_error *err)
 {
     if (lmc_sparsegpt_opts_check(o, err))
         return -1;
-    *p = (lmc_pass){.name = "sparsegpt", .stats = LMC_STAT_HESSIAN, .opts = o,
+    *p = (lmc_pass){.name = "sparsegpt", .stats = LMC_STAT_HESSIAN,
+                    .device_stats = LMC_STAT_HESSIAN, .opts = o,
                     .compress_block = sgpt_block, .begin = sgpt_begin, .end = sgpt_end};
     return 0;
 }

@@ -55,14 +55,6 @@ int lmc_sparsegpt_opts_check(const lmc_sparsegpt_opts *o, lmc_error *err);
  * summary. */
 int lmc_sparsegpt_pass(lmc_pass *p, const lmc_sparsegpt_opts *o, lmc_error *err);
 
-/* The tensor `name` holding quantized values q (original column order) at
- * the positions keep[i] != 0 only: NM inner QGROUP when m > 0 and q's
- * groups fit that layout (lmc_nm_qgroup_ok; keep must then hold at most n
- * of every m), else SPARSE inner QGROUP. Fills t (owned blob); the caller
- * hands it to lmc_model_set_tensor or frees t->owned. */
-int lmc_sparse_qtensor(const char *name, const lmc_qresult *q, const uint8_t *keep, int n, int m,
-                       lmc_tensor *t, lmc_error *err);
-
 /* Over the block linears of m: the fraction of weights that decode to
  * exactly 0, and the stored bits per weight (mask/index overhead included). */
 int lmc_linear_sparsity(const lmc_model *m, double *sparsity, double *bits_per_weight,

@@ -2,7 +2,7 @@
  * calibration inputs of the linear, prune per output row (or N:M per row),
  * no weight update. The norm is sqrt(sum x_j^2 / ntok): the 1/ntok factor
  * does not change any per-row order, it only keeps the numbers readable. */
-#include "prune.h"
+#include "prune_passes.h"
 
 static int wanda_mask(const lmc_pass_ctx *ctx, const lmc_linear_desc *d, const char *tensor,
                       const float *w, int64_t rows, int64_t cols, const lmc_prune_opts *o,
