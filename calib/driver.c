@@ -1,24 +1,18 @@
 #define _POSIX_C_SOURCE 200809L
 #include "driver.h"
-#include "../core/clock.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Observer wrapper that also measures the time spent in statistics. */
-typedef struct timed_obs {
-    lmc_block_stats *stats;
-    double seconds;
-} timed_obs;
+#include "../core/clock.h"
+#include "../core/log.h"
 
-static void observe_timed(void *ctx, int layer, lmc_site site, const float *x, int64_t ntok,
-                          int64_t dim)
+void lmc_driver_opts_default(lmc_driver_opts *o)
 {
-    timed_obs *t = ctx;
-    double t0 = lmc_now();
-    lmc_block_stats_observe(t->stats, layer, site, x, ntok, dim);
-    t->seconds += lmc_now() - t0;
+    memset(o, 0, sizeof *o);
+    lmc_backend_opts_default(&o->backend);
+    o->backend.use = LMC_USE_CALIB;
 }
 
 int lmc_pass_load_linear(const lmc_pass_ctx *ctx, const char *role, float **w, int64_t *rows,
@@ -34,6 +28,36 @@ int lmc_pass_load_linear(const lmc_pass_ctx *ctx, const char *role, float **w, i
     return 0;
 }
 
+/* The host copies a pass asked for (LMC_PASS_*), for the block about to be
+ * compressed. */
+typedef struct host_side {
+    lmc_weights shell;
+    float *embed, *pos;
+    lmc_block_w bw;
+    lmc_scratch *scratch;
+} host_side;
+
+static int host_fill(host_side *h, const lmc_pass *p, lmc_model *m, lmc_acts *acts,
+                     lmc_pass_ctx *ctx, lmc_error *err)
+{
+    if (p->needs & LMC_PASS_BLOCK_W) {
+        if (lmc_weights_prepare_block(m, ctx->layer, &h->bw, err))
+            return -1;
+        ctx->bw = &h->bw;
+    }
+    if ((p->needs & LMC_PASS_INPUTS) && acts) {
+        h->shell.model = m;
+        h->shell.cfg = &m->cfg;
+        if (!h->scratch && !(h->scratch = lmc_scratch_new(&m->cfg, ctx->seqlen)))
+            return lmc_fail(err, "out of memory for windows of %d tokens", ctx->seqlen);
+        if (lmc_acts_host(acts, &ctx->x_in, err))
+            return -1;
+        ctx->w = &h->shell;
+        ctx->scratch = h->scratch;
+    }
+    return 0;
+}
+
 int lmc_driver_run(lmc_model *m, const lmc_pass *p, const lmc_windows *win,
                    const lmc_driver_opts *o, cJSON *summary, lmc_error *err)
 {
@@ -42,106 +66,74 @@ int lmc_driver_run(lmc_model *m, const lmc_pass *p, const lmc_windows *win,
     int rc = -1;
     if (calibrated && (!win || win->n <= 0))
         return lmc_fail(err, "%s needs calibration windows", p->name);
-
-    lmc_weights w;
-    memset(&w, 0, sizeof w);
-    w.model = m;
-    w.cfg = cfg;
-    lmc_block_w *blocks = calloc((size_t)cfg->n_layers, sizeof *blocks);
-    float *embed = NULL, *pos = NULL, *x = NULL, *tmp = NULL;
-    lmc_scratch *scratch = NULL;
+    lmc_driver_opts def;
+    if (!o) {
+        lmc_driver_opts_default(&def);
+        o = &def;
+    }
+    lmc_backend *be = NULL;
+    lmc_acts *acts = NULL;
     lmc_block_stats stats;
     memset(&stats, 0, sizeof stats);
+    host_side hs;
+    memset(&hs, 0, sizeof hs);
     cJSON *report = cJSON_CreateArray();
-    double t_fwd = 0, t_pass = 0, t_start = lmc_now();
-    timed_obs tobs = {&stats, 0};
-    if (!blocks || !report) {
+    double t_fwd = 0, t_stats = 0, t_pass = 0, t_start = lmc_now();
+    if (!report) {
         lmc_fail(err, "out of memory");
         goto out;
     }
-    w.blocks = blocks;
-
-    size_t hid = (size_t)cfg->hidden;
     if (calibrated) {
-        lmc_tensor *te = lmc_model_find(m, "embed.weight");
-        if (!te) {
-            lmc_fail(err, "embed.weight: missing");
+        lmc_backend_opts bo = o->backend;
+        bo.use = LMC_USE_CALIB;
+        bo.seqlen_hint = win->seqlen;
+        double t0 = lmc_now();
+        if (lmc_backend_open(m, &bo, &be, err) ||
+            lmc_backend_acts_new(be, win->ids, win->n, win->seqlen, &acts, err))
             goto out;
-        }
-        if (lmc_tensor_to_f32(te, &embed, err))
-            goto out;
-        w.embed = embed;
-        lmc_tensor *tp = lmc_model_find(m, "pos_embed.weight");
-        if (tp) {
-            if (lmc_tensor_to_f32(tp, &pos, err))
-                goto out;
-            w.pos_embed = pos;
-        }
-        size_t per = (size_t)win->seqlen * hid;
-        x = malloc((size_t)win->n * per * sizeof(float));
-        tmp = malloc(per * sizeof(float));
-        scratch = lmc_scratch_new(cfg, win->seqlen);
-        if (!x || !tmp || !scratch) {
-            lmc_fail(err, "out of memory for %d calibration windows of %d tokens", win->n,
-                     win->seqlen);
-            goto out;
-        }
-        for (int k = 0; k < win->n; k++)
-            if (lmc_forward_embed(&w, win->ids + (size_t)k * win->seqlen, win->seqlen,
-                                  x + (size_t)k * per, err))
-                goto out;
-        if (lmc_block_stats_init(&stats, cfg, p->stats, err))
+        t_fwd += lmc_now() - t0;
+        unsigned dev_only = o->backend.device == LMC_DEVICE_CPU ? 0 : p->device_stats;
+        if (lmc_block_stats_init(&stats, cfg, p->stats, dev_only, err))
             goto out;
     }
     if (p->begin && p->begin(p, m, err))
         goto out;
 
     for (int layer = 0; layer < cfg->n_layers; layer++) {
-        lmc_block_w *bw = &blocks[layer];
-        if (lmc_weights_prepare_block(m, layer, bw, err))
+        double t0 = lmc_now(), st0 = stats.seconds;
+        if (calibrated && (lmc_backend_load_block(be, layer, err) ||
+                           lmc_backend_block_forward(be, acts, &stats, err)))
             goto out;
-        size_t per = calibrated ? (size_t)win->seqlen * hid : 0;
-        double t0 = lmc_now();
-        if (calibrated) {
-            lmc_block_stats_reset(&stats);
-            for (int k = 0; k < win->n; k++) {
-                memcpy(tmp, x + (size_t)k * per, per * sizeof(float));
-                if (lmc_forward_block(&w, layer, bw, tmp, win->seqlen, scratch, observe_timed,
-                                      &tobs, err))
-                    goto out;
-            }
-            lmc_block_stats_finish(&stats);
-        }
-        double t1 = lmc_now();
+        double t2 = lmc_now();
         lmc_pass_ctx ctx = {
-            .model = m, .w = &w, .layer = layer, .bw = bw,
-            .stats = calibrated ? &stats : NULL,
-            .x_in = x, .nwin = calibrated ? win->n : 0, .seqlen = calibrated ? win->seqlen : 0,
-            .scratch = scratch, .report = report, .warnings = 0,
+            .model = m, .layer = layer, .stats = calibrated ? &stats : NULL,
+            .nwin = calibrated ? win->n : 0, .seqlen = calibrated ? win->seqlen : 0,
+            .backend = be, .report = report,
         };
-        if (p->compress_block(p, &ctx, err)) {
+        if (host_fill(&hs, p, m, acts, &ctx, err) || p->compress_block(p, &ctx, err)) {
             char pre[64];
             snprintf(pre, sizeof pre, "%s, block %d", p->name, layer);
             lmc_fail_prefix(err, pre);
             goto out;
         }
-        double t2 = lmc_now();
-        if (calibrated) {
-            /* Next block's inputs come from the compressed block. */
-            if (lmc_weights_prepare_block(m, layer, bw, err))
-                goto out;
-            for (int k = 0; k < win->n; k++)
-                if (lmc_forward_block(&w, layer, bw, x + (size_t)k * per, win->seqlen, scratch,
-                                      NULL, NULL, err))
-                    goto out;
-        }
+        lmc_block_w_release(&hs.bw);
         double t3 = lmc_now();
-        t_fwd += (t1 - t0) + (t3 - t2);
-        t_pass += t2 - t1;
-        lmc_block_w_release(bw);
-        if (!o || !o->quiet)
-            fprintf(stderr, "[%s] block %d/%d  forward %.2fs  %s %.2fs\n", p->name, layer + 1,
-                    cfg->n_layers, (t1 - t0) + (t3 - t2), p->name, t2 - t1);
+        if (calibrated) {
+            /* the next block's inputs come from the compressed block */
+            if (lmc_backend_load_block(be, layer, err) ||
+                lmc_backend_block_forward(be, acts, NULL, err))
+                goto out;
+        }
+        double t4 = lmc_now();
+        /* forward: loading the block twice and both runs, less the time
+         * the backend spent on statistics */
+        double st_s = stats.seconds - st0;
+        t_stats += st_s;
+        t_fwd += (t4 - t0) - (t3 - t2) - st_s;
+        t_pass += t3 - t2;
+        lmc_log(LMC_LOG_PROGRESS, "[%s] block %d/%d  forward %.2fs  %s %.2fs  elapsed %.1fs",
+                p->name, layer + 1, cfg->n_layers, (t4 - t0) - (t3 - t2), p->name, t3 - t2,
+                lmc_now() - t_start);
     }
     if (p->end && p->end(p, m, summary, err))
         goto out;
@@ -149,30 +141,31 @@ int lmc_driver_run(lmc_model *m, const lmc_pass *p, const lmc_windows *win,
 out:
     if (summary) {
         cJSON *sec = cJSON_CreateObject();
-        /* forward includes the statistics time, reported separately too */
-        cJSON_AddNumberToObject(sec, "forward", t_fwd - tobs.seconds);
-        cJSON_AddNumberToObject(sec, "statistics", tobs.seconds);
+        cJSON_AddNumberToObject(sec, "forward", t_fwd);
+        cJSON_AddNumberToObject(sec, "statistics", t_stats);
         cJSON_AddNumberToObject(sec, "solve", t_pass);
         cJSON_AddNumberToObject(sec, "total", lmc_now() - t_start);
         /* every window goes through every block twice (statistics, then the
          * compressed block): tokens/s of one full-model forward equivalent */
-        if (calibrated && t_fwd - tobs.seconds > 0)
+        if (calibrated && t_fwd > 0)
             cJSON_AddNumberToObject(sec, "calib_tokens_per_second",
-                                    2.0 * win->n * win->seqlen / (t_fwd - tobs.seconds));
+                                    2.0 * win->n * win->seqlen / t_fwd);
         cJSON_AddItemToObject(summary, "seconds", sec);
+        cJSON_AddStringToObject(summary, "device", lmc_device_name(o->backend.device));
+        if (be) {
+            cJSON_AddStringToObject(summary, "precision",
+                                    lmc_precision_name(lmc_backend_precision(be)));
+            cJSON_AddNumberToObject(summary, "device_peak_bytes",
+                                    (double)lmc_backend_peak_bytes(be));
+        }
         cJSON_AddItemToObject(summary, "layers", report);
     } else {
         cJSON_Delete(report);
     }
-    if (blocks)
-        for (int l = 0; l < cfg->n_layers; l++)
-            lmc_block_w_release(&blocks[l]);
-    free(blocks);
-    free(embed);
-    free(pos);
-    free(x);
-    free(tmp);
-    lmc_scratch_free(scratch);
+    lmc_block_w_release(&hs.bw);
+    lmc_scratch_free(hs.scratch);
+    lmc_acts_free(acts);
+    lmc_backend_close(be);
     lmc_block_stats_free(&stats);
     return rc;
 }

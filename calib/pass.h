@@ -1,33 +1,49 @@
 /* The pass interface. A pass declares the statistics it needs and compresses
- * one block at a time; driver.c owns the loop over blocks, the
- * calibration forward, the re-run of the compressed block, progress and
- * timing. Passes talk to the model only through this context. */
+ * one block at a time; driver.c owns the loop over blocks, the calibration
+ * forward on the chosen backend (eval/backend.h), the re-run of the
+ * compressed block, progress and timing. Passes talk to the model only
+ * through this context. */
 #ifndef LMC_PASS_H
 #define LMC_PASS_H
 
 #include <cjson/cJSON.h>
 
-#include "stats.h"
 #include "../core/model.h"
+#include "../eval/backend.h"
 #include "../eval/forward.h"
+#include "../eval/stats.h"
+
+/* What a pass reads beyond the statistics (lmc_pass.needs): the driver
+ * fills the matching fields of the context before compress_block. */
+enum {
+    LMC_PASS_BLOCK_W = 1u << 0, /* bw: the block's fp32 weights before compression */
+    LMC_PASS_INPUTS = 1u << 1,  /* x_in on the host, w and scratch to run the CPU forward */
+};
 
 typedef struct lmc_pass_ctx {
     lmc_model *model;           /* replace tensors with lmc_model_set_tensor */
-    const lmc_weights *w;       /* cfg and embeddings; blocks may be partial */
     int layer;
-    const lmc_block_w *bw;      /* this block's weights, fp32, before compression */
     const lmc_block_stats *stats; /* NULL for passes without calibration */
-    const float *x_in;          /* block inputs [nwin][seqlen][hidden], or NULL */
-    int nwin, seqlen;
-    lmc_scratch *scratch;       /* for passes that run the block themselves */
+    int nwin, seqlen;           /* calibration windows (0 without calibration) */
+    lmc_backend *backend;       /* the calibration backend, or NULL: device solvers run
+                                   there (compress/site_hinv.h) */
     cJSON *report;              /* array: append one object per compressed tensor */
-    int warnings;               /* incremented for each warning printed */
+    int warnings;               /* incremented for each warning logged */
+    /* LMC_PASS_BLOCK_W */
+    const lmc_block_w *bw;
+    /* LMC_PASS_INPUTS */
+    const lmc_weights *w;       /* cfg and embeddings; blocks not filled */
+    const float *x_in;          /* block inputs [nwin][seqlen][hidden] */
+    lmc_scratch *scratch;       /* for running the block on the CPU */
 } lmc_pass_ctx;
 
 typedef struct lmc_pass {
     const char *name;
-    unsigned stats;  /* LMC_STAT_* flags; 0 means the pass needs no calibration */
-    const void *opts; /* the pass's own options */
+    unsigned stats;        /* LMC_STAT_* flags; 0 means the pass needs no calibration */
+    unsigned device_stats; /* of those, what its device solver reads where the backend
+                              computed them (not copied to the host unless on the CPU) */
+    unsigned needs;        /* LMC_PASS_* */
+    const void *opts;      /* the pass's own options */
     int (*compress_block)(const struct lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err);
     /* Optional: called once before block 0 / after the last block. */
     int (*begin)(const struct lmc_pass *p, lmc_model *m, lmc_error *err);

@@ -1,6 +1,5 @@
 /* lmc eval MODEL (--text FILE | --ids FILE): perplexity on the CPU reference
  * backend, plus the model's size and FLOPs per token. */
-#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,12 +9,10 @@
 #include <unistd.h>
 
 #include "../core/threads.h"
+#include "../eval/backend.h"
 #include "../eval/flops.h"
-#include "../eval/forward.h"
-#include "../eval/forward_cuda.h"
 #include "../eval/model_stats.h"
 #include "../eval/perplexity.h"
-#include "../eval/weights.h"
 #include "../formats/tokenizer.h"
 #include "cli.h"
 
@@ -136,106 +133,25 @@ static int load_ids_from_text(const lmc_model *m, const char *model_path, const 
     return 0;
 }
 
-/* --bench-gemm (not in --help; used by scripts/bench-eval): sgemm GFLOP/s on
- * the model's own linear shapes, x[seqlen][in] . W^T, and their mix weighted
- * by how many FLOPs each shape contributes to one forward pass. */
-static int bench_gemm(const lmc_model *m, int seqlen, int json)
+/* --bench-gemm (not in --help; scripts/bench-eval, scripts/bench-cuda): the
+ * backend's GEMM rate on the model's own linear shapes (CPU: sgemm on
+ * x[seqlen][in] . W^T; CUDA: cuBLAS with the output types of --precision /
+ * --residual, and the attention kernel alone) and their mix weighted by the
+ * FLOPs each shape contributes to one forward pass. */
+static int bench_gemm(const lmc_model *m, lmc_device dev, int seqlen, lmc_precision prec,
+                      lmc_residual res, int json)
 {
-    const lmc_config *c = &m->cfg;
-    int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
-    struct { const char *name; int64_t out, in; int count; double gflops; } sh[] = {
-        {"q", qd, c->hidden, c->n_layers, 0},
-        {"k,v", kvd, c->hidden, 2 * c->n_layers, 0},
-        {"o", c->hidden, qd, c->n_layers, 0},
-        {c->arch == LMC_ARCH_LLAMA ? "gate,up" : "up", c->ffn, c->hidden,
-         (c->arch == LMC_ARCH_LLAMA ? 2 : 1) * c->n_layers, 0},
-        {"down", c->hidden, c->ffn, c->n_layers, 0},
-        {"head", c->vocab, c->hidden, 1, 0},
-    };
-    int ns = sizeof sh / sizeof sh[0];
-    double total_flops = 0, total_time = 0;
-    for (int k = 0; k < ns; k++) {
-        size_t xin = (size_t)seqlen * sh[k].in, wn = (size_t)sh[k].out * sh[k].in;
-        float *x = malloc(xin * 4), *w = malloc(wn * 4), *y = malloc((size_t)seqlen * sh[k].out * 4);
-        if (!x || !w || !y) {
-            free(x); free(w); free(y);
-            fprintf(stderr, "lmc: error: out of memory\n");
-            return LMC_EXIT_FAIL;
-        }
-        for (size_t i = 0; i < xin; i++)
-            x[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
-        for (size_t i = 0; i < wn; i++)
-            w[i] = (float)((i * 40503u) % 1000) * 1e-3f - 0.5f;
-        double flop = 2.0 * seqlen * (double)sh[k].out * (double)sh[k].in;
-        /* warm up once, then repeat for at least 0.3 s */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seqlen, (int)sh[k].out,
-                    (int)sh[k].in, 1.0f, x, (int)sh[k].in, w, (int)sh[k].in, 0.0f, y,
-                    (int)sh[k].out);
-        int reps = 0;
-        double t0 = lmc_now(), t;
-        do {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seqlen, (int)sh[k].out,
-                        (int)sh[k].in, 1.0f, x, (int)sh[k].in, w, (int)sh[k].in, 0.0f, y,
-                        (int)sh[k].out);
-            reps++;
-            t = lmc_now() - t0;
-        } while (t < 0.3 || reps < 3);
-        sh[k].gflops = flop * reps / t * 1e-9;
-        total_flops += flop * sh[k].count;
-        total_time += flop * sh[k].count / (sh[k].gflops * 1e9);
-        free(x);
-        free(w);
-        free(y);
-    }
-    double mix = total_flops / total_time * 1e-9;
-    if (json) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "seqlen", seqlen);
-        cJSON_AddNumberToObject(o, "threads", lmc_threads_get());
-        cJSON *a = cJSON_AddArrayToObject(o, "shapes");
-        for (int k = 0; k < ns; k++) {
-            cJSON *e = cJSON_CreateObject();
-            cJSON_AddStringToObject(e, "linear", sh[k].name);
-            cJSON_AddNumberToObject(e, "m", seqlen);
-            cJSON_AddNumberToObject(e, "n", (double)sh[k].out);
-            cJSON_AddNumberToObject(e, "k", (double)sh[k].in);
-            cJSON_AddNumberToObject(e, "per_forward", sh[k].count);
-            cJSON_AddNumberToObject(e, "gflops", sh[k].gflops);
-            cJSON_AddItemToArray(a, e);
-        }
-        cJSON_AddNumberToObject(o, "sgemm_gflops", mix);
-        char *s = cJSON_PrintUnformatted(o);
-        printf("%s\n", s);
-        free(s);
-        cJSON_Delete(o);
-    } else {
-        for (int k = 0; k < ns; k++)
-            printf("sgemm %-8s [%d x %lld] . [%lld x %lld]^T  x%-3d %8.1f GFLOP/s\n", sh[k].name,
-                   seqlen, (long long)sh[k].in, (long long)sh[k].out, (long long)sh[k].in,
-                   sh[k].count, sh[k].gflops);
-        printf("sgemm mix weighted by FLOPs per forward: %.1f GFLOP/s (%d threads)\n", mix,
-               lmc_threads_get());
-    }
-    return LMC_EXIT_OK;
-}
-
-/* --bench-gemm --device cuda (scripts/bench-cuda): cuBLAS on the forward's
- * products with the output types of --precision / --residual, and the
- * attention kernel alone. */
-static int bench_gemm_cuda(const lmc_model *m, int seqlen, lmc_precision prec, lmc_residual res,
-                           int json)
-{
-    lmc_cuda_gemm_rate rates[8];
+    lmc_gemm_rate rates[8];
     int n = 0;
     double mix = 0;
     lmc_error err;
-    if (lmc_cuda_bench_gemm(&m->cfg, seqlen, lmc_precision_resolve(prec, &m->cfg), res, rates, &n,
-                            &mix, &err) < 0)
+    if (lmc_backend_bench_gemm(dev, &m->cfg, seqlen, prec, res, rates, &n, &mix, &err) < 0)
         return lmc_report(&err);
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "seqlen", seqlen);
-        cJSON_AddStringToObject(o, "device", "cuda");
+        cJSON_AddStringToObject(o, "device", lmc_device_name(dev));
+        cJSON_AddNumberToObject(o, "threads", lmc_threads_get());
         cJSON *a = cJSON_AddArrayToObject(o, "shapes");
         for (int k = 0; k < n; k++) {
             cJSON *e = cJSON_CreateObject();
@@ -245,28 +161,29 @@ static int bench_gemm_cuda(const lmc_model *m, int seqlen, lmc_precision prec, l
             cJSON_AddNumberToObject(e, "n", (double)rates[k].n);
             cJSON_AddNumberToObject(e, "k", (double)rates[k].k);
             cJSON_AddNumberToObject(e, "per_forward", rates[k].per_forward);
-            cJSON_AddNumberToObject(e, "gflops", rates[k].tflops * 1e3);
+            cJSON_AddNumberToObject(e, "gflops", rates[k].gflops);
             cJSON_AddItemToArray(a, e);
         }
-        cJSON_AddNumberToObject(o, "sgemm_gflops", mix * 1e3); /* the GEMMs only */
+        cJSON_AddNumberToObject(o, "sgemm_gflops", mix); /* the GEMMs only */
         char *s = cJSON_PrintUnformatted(o);
         printf("%s\n", s);
         free(s);
         cJSON_Delete(o);
-    } else {
-        for (int k = 0; k < n; k++)
-            if (rates[k].is_attention)
-                printf("attention %lld rows in windows of %lld, head_dim %lld  x%-3d %8.2f "
-                       "TFLOP/s (causal; not in the mix)\n",
-                       (long long)rates[k].m, (long long)rates[k].n, (long long)rates[k].k,
-                       rates[k].per_forward, rates[k].tflops);
-            else
-                printf("gemm %-8s [%lld x %lld] . [%lld x %lld]^T  x%-3d %8.2f TFLOP/s\n",
-                   rates[k].name, (long long)rates[k].m, (long long)rates[k].k,
-                   (long long)rates[k].n, (long long)rates[k].k, rates[k].per_forward,
-                   rates[k].tflops);
-        printf("cuBLAS mix weighted by FLOPs per forward: %.2f TFLOP/s\n", mix);
+        return LMC_EXIT_OK;
     }
+    for (int k = 0; k < n; k++) {
+        const lmc_gemm_rate *r = &rates[k];
+        if (r->is_attention)
+            printf("attention %lld rows in windows of %lld, head_dim %lld  x%-3d %10.1f "
+                   "GFLOP/s (causal; not in the mix)\n",
+                   (long long)r->m, (long long)r->n, (long long)r->k, r->per_forward, r->gflops);
+        else
+            printf("gemm %-8s [%lld x %lld] . [%lld x %lld]^T  x%-3d %10.1f GFLOP/s\n", r->name,
+                   (long long)r->m, (long long)r->k, (long long)r->n, (long long)r->k,
+                   r->per_forward, r->gflops);
+    }
+    printf("GEMM mix weighted by FLOPs per forward: %.1f GFLOP/s (%s, %d threads)\n", mix,
+           lmc_device_name(dev), lmc_threads_get());
     return LMC_EXIT_OK;
 }
 
@@ -305,7 +222,8 @@ int lmc_cmd_eval(int argc, char **argv)
     const char *cmd = "eval";
     const char *model_path = NULL, *text_path = NULL, *ids_path = NULL;
     long seqlen = 0, max_windows = 0, threads = 0;
-    int json = 0, force = 0, bench = 0, cuda = 0, prec_set = 0;
+    int json = 0, force = 0, bench = 0, prec_set = 0;
+    lmc_device dev = LMC_DEVICE_CPU; /* the one place the device is chosen */
     double expect_ppl = 0, tolerance = 0.01;
     int tol_set = 0, two_sided = 0, regressed = 0;
     lmc_precision prec = LMC_PREC_AUTO;
@@ -341,9 +259,8 @@ int lmc_cmd_eval(int argc, char **argv)
         } else if (lmc_is_opt(a, "--device")) {
             if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
                 return LMC_EXIT_USAGE;
-            if (strcmp(v, "cpu") && strcmp(v, "cuda"))
+            if (lmc_device_parse(v, &dev) < 0)
                 return lmc_usage_error(cmd, "--device: '%s' is neither cpu nor cuda", v);
-            cuda = !strcmp(v, "cuda");
         } else if (lmc_is_opt(a, "--precision")) {
             if (!(v = lmc_opt_value(cmd, argc, argv, &i)))
                 return LMC_EXIT_USAGE;
@@ -395,10 +312,10 @@ int lmc_cmd_eval(int argc, char **argv)
         return lmc_usage_error(cmd, "--tolerance and --two-sided go with --expect-ppl X");
     if (expect_ppl > 0 && bench)
         return lmc_usage_error(cmd, "--expect-ppl checks a perplexity, not --bench-gemm");
-    if (prec_set && !cuda)
+    if (prec_set && dev == LMC_DEVICE_CPU)
         return lmc_usage_error(cmd, "--precision applies to --device cuda (the CPU evaluator "
                                     "computes in fp32)");
-    if (res_set && !cuda)
+    if (res_set && dev == LMC_DEVICE_CPU)
         return lmc_usage_error(cmd, "--residual applies to --device cuda (the CPU evaluator "
                                     "computes in fp32)");
     if (res == LMC_RESIDUAL_HALF && prec == LMC_PREC_FP32)
@@ -407,23 +324,23 @@ int lmc_cmd_eval(int argc, char **argv)
 
     lmc_error err;
     /* no device: say so before loading anything */
-    if (cuda && lmc_cuda_available(NULL, 0, &err) < 0) {
-        lmc_fail_prefix(&err, "--device cuda");
+    if (lmc_device_available(dev, NULL, 0, &err) < 0) {
+        char pre[32];
+        snprintf(pre, sizeof pre, "--device %s", lmc_device_name(dev));
+        lmc_fail_prefix(&err, pre);
         return lmc_report(&err);
     }
     lmc_model *m = NULL;
-    lmc_weights *w = NULL;
-    lmc_cuda_model *cm = NULL;
+    lmc_backend *be = NULL;
     int32_t *ids = NULL;
     int rc = LMC_EXIT_FAIL;
     if (lmc_model_load(model_path, &m, &err) < 0)
         return lmc_report(&err);
     const lmc_config *c = &m->cfg;
-    int learned = c->arch != LMC_ARCH_LLAMA;
     if (seqlen == 0) {
         seqlen = c->max_pos < 2048 ? c->max_pos : 2048;
     } else if (seqlen > c->max_pos) {
-        if (learned) {
+        if (c->learned_pos) {
             lmc_fail(&err, "%s: --seqlen %ld exceeds the model's %d learned positions",
                      model_path, seqlen, c->max_pos);
             goto out;
@@ -438,8 +355,7 @@ int lmc_cmd_eval(int argc, char **argv)
                 seqlen, c->max_pos);
     }
     if (bench) {
-        rc = cuda ? bench_gemm_cuda(m, (int)seqlen, prec, res, json)
-                  : bench_gemm(m, (int)seqlen, json);
+        rc = bench_gemm(m, dev, (int)seqlen, prec, res, json);
         goto out;
     }
 
@@ -462,13 +378,15 @@ int lmc_cmd_eval(int argc, char **argv)
     if (lmc_flops_per_token(m, (int)seqlen, &fl, &err) < 0)
         goto out;
     double t_load = lmc_now();
-    if (cuda) {
-        if (lmc_cuda_model_new(m, prec, res, 0, (int)seqlen, &cm, &err) < 0) {
+    lmc_backend_opts bo;
+    lmc_backend_opts_default(&bo);
+    bo.device = dev;
+    bo.precision = prec;
+    bo.residual = res;
+    bo.seqlen_hint = (int)seqlen;
+    if (lmc_backend_open(m, &bo, &be, &err) < 0) {
+        if (dev == LMC_DEVICE_CPU) /* the CUDA backend names the model itself */
             lmc_fail_prefix(&err, model_path);
-            goto out;
-        }
-    } else if (lmc_weights_prepare(m, &w, &err) < 0) {
-        lmc_fail_prefix(&err, model_path);
         goto out;
     }
     t_load = lmc_now() - t_load;
@@ -476,13 +394,11 @@ int lmc_cmd_eval(int argc, char **argv)
     progress_ctx pc = {isatty(2), (int)seqlen, 0};
     lmc_ppl_opts po = {(int)seqlen, max_windows, source, progress, &pc};
     lmc_ppl_result r;
-    if (cuda ? lmc_cuda_perplexity(cm, ids, n_ids, &po, &r, &err)
-             : lmc_perplexity(w, ids, n_ids, &po, &r, &err))
+    if (lmc_backend_perplexity(be, ids, n_ids, &po, &r, &err))
         goto out;
-    const char *prec_name = cuda ? lmc_precision_name(lmc_cuda_model_precision(cm)) : "fp32";
+    const char *prec_name = lmc_precision_name(lmc_backend_precision(be));
     /* the residual is held in the compute type or in fp32 */
-    const char *res_name = cuda && lmc_cuda_model_residual(cm) == LMC_RESIDUAL_HALF ? prec_name
-                                                                                  : "fp32";
+    const char *res_name = lmc_backend_residual(be) == LMC_RESIDUAL_HALF ? prec_name : "fp32";
 
     if (json) {
         cJSON *o = cJSON_CreateObject();
@@ -490,7 +406,7 @@ int lmc_cmd_eval(int argc, char **argv)
         cJSON_AddStringToObject(o, "source", source);
         cJSON_AddNumberToObject(o, "seqlen", (double)seqlen);
         cJSON_AddNumberToObject(o, "threads", lmc_threads_get());
-        cJSON_AddStringToObject(o, "device", cuda ? "cuda" : "cpu");
+        cJSON_AddStringToObject(o, "device", lmc_device_name(dev));
         cJSON_AddStringToObject(o, "precision", prec_name);
         cJSON_AddStringToObject(o, "residual", res_name);
         cJSON_AddNumberToObject(o, "ppl", r.ppl);
@@ -513,8 +429,7 @@ int lmc_cmd_eval(int argc, char **argv)
                                               : 0);
         cJSON_AddNumberToObject(o, "load_seconds", t_load);
         cJSON_AddNumberToObject(o, "peak_rss_bytes", peak_rss_bytes());
-        if (cuda)
-            cJSON_AddNumberToObject(o, "device_bytes", (double)lmc_cuda_model_bytes(cm));
+        cJSON_AddNumberToObject(o, "device_bytes", (double)lmc_backend_bytes(be));
         char *s = cJSON_PrintUnformatted(o);
         printf("%s\n", s);
         free(s);
@@ -530,10 +445,8 @@ int lmc_cmd_eval(int argc, char **argv)
                r.ppl, (long long)r.windows, seqlen, (long long)r.scored, (long long)r.tokens,
                source);
         char where[64];
-        if (cuda)
-            snprintf(where, sizeof where, "cuda, %s, %s residual", prec_name, res_name);
-        else
-            snprintf(where, sizeof where, "cpu fp32, %d threads", lmc_threads_get());
+        snprintf(where, sizeof where, "%s, %s, %s residual, %d threads", lmc_device_name(dev),
+                 prec_name, res_name, lmc_threads_get());
         printf("speed         %.1f s, %.0f tokens/s, %.1f GFLOP/s (%s)\n", r.seconds,
                r.tokens_per_second,
                r.seconds > 0 ? fl.per_token * (double)(r.windows * seqlen) / r.seconds * 1e-9 : 0,
@@ -543,10 +456,9 @@ int lmc_cmd_eval(int argc, char **argv)
                b1, b2, st.compression_ratio, st.bits_per_weight);
         printf("FLOPs/token   %.4g effective, %.4g dense (attention at %.1f keys)\n",
                fl.per_token, fl.per_token_dense, fl.avg_context);
-        if (cuda) {
-            fmt_bytes((double)lmc_cuda_model_bytes(cm), b1, sizeof b1);
-            printf("GPU memory    %s (weights as kept on the device, activation buffers)\n", b1);
-        }
+        fmt_bytes((double)lmc_backend_bytes(be), b1, sizeof b1);
+        printf("%s memory    %s (weights as the backend keeps them, activation buffers)\n",
+               lmc_device_name(dev), b1);
     }
     rc = LMC_EXIT_OK;
     if (expect_ppl > 0)
@@ -555,8 +467,7 @@ out:
     if (rc == LMC_EXIT_FAIL)
         lmc_report(&err);
     free(ids);
-    lmc_cuda_model_free(cm);
-    lmc_weights_free(w);
+    lmc_backend_close(be);
     lmc_model_free(m);
     return regressed ? LMC_EXIT_FAIL : rc;
 }

@@ -22,6 +22,13 @@ const char lmc_pass_cli_common_help[] =
     "  --seqlen N          tokens per window (default: model max positions, at most 2048)\n"
     "  --seed N            window sampling seed (default 0)\n"
     "  --threads N         threads (default: all cores)\n"
+    "  --device D          cpu (default: the fp32 reference) or cuda: the calibration\n"
+    "                      forward, statistics and solvers on the GPU, one block on the\n"
+    "                      device at a time\n"
+    "  --precision P       with --device cuda: the calibration forward's weights and\n"
+    "                      products, auto (default: bf16 for bfloat16 checkpoints, else\n"
+    "                      fp16; accumulation, statistics and solvers in fp32/fp64),\n"
+    "                      fp32, fp16 or bf16\n"
     "  --json              print the summary as one JSON object on stdout\n"
     "  -q, --quiet         no progress on stderr\n";
 
@@ -60,6 +67,18 @@ int lmc_pass_cli_opt(lmc_pass_cli *c, int argc, char **argv, int *i)
         if (!(v = lmc_opt_value(c->cmd, argc, argv, i)) ||
             lmc_parse_int(v, 1, 4096, &c->threads))
             return v ? lmc_usage_error(c->cmd, "--threads must be a positive integer"), -1 : -1;
+    } else if (lmc_is_opt(a, "--device")) {
+        if (!(v = lmc_opt_value(c->cmd, argc, argv, i)))
+            return -1;
+        if (lmc_device_parse(v, &c->device) < 0)
+            return lmc_usage_error(c->cmd, "--device: '%s' is neither cpu nor cuda", v), -1;
+    } else if (lmc_is_opt(a, "--precision")) {
+        if (!(v = lmc_opt_value(c->cmd, argc, argv, i)))
+            return -1;
+        if (lmc_precision_parse(v, &c->precision) < 0)
+            return lmc_usage_error(c->cmd, "--precision: '%s' is not auto, fp32, fp16 or bf16",
+                                   v), -1;
+        c->prec_set = 1;
     } else if (!strcmp(a, "--json")) {
         c->json = 1;
     } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
@@ -152,7 +171,19 @@ int lmc_pass_cli_run(lmc_pass_cli *c, const lmc_pass *p)
         cJSON_Delete(c->args);
         return lmc_usage_error(c->cmd, "output %s would overwrite the input", c->out_path);
     }
+    if (c->prec_set && c->device == LMC_DEVICE_CPU) {
+        cJSON_Delete(c->args);
+        return lmc_usage_error(c->cmd, "--precision applies to --device cuda (the CPU computes "
+                                       "in fp32)");
+    }
     lmc_threads_set((int)c->threads);
+    /* no device: say so before loading anything */
+    if (lmc_device_available(c->device, NULL, 0, &err)) {
+        char pre[32];
+        snprintf(pre, sizeof pre, "--device %s", lmc_device_name(c->device));
+        lmc_fail_prefix(&err, pre);
+        goto out;
+    }
 
     if (lmc_model_load(c->model_path, &m, &err))
         goto out;
@@ -172,7 +203,7 @@ int lmc_pass_cli_run(lmc_pass_cli *c, const lmc_pass *p)
         int seqlen = (int)c->seqlen;
         if (!seqlen)
             seqlen = m->cfg.max_pos > 2048 ? 2048 : m->cfg.max_pos;
-        if (seqlen > m->cfg.max_pos && m->cfg.arch != LMC_ARCH_LLAMA) {
+        if (seqlen > m->cfg.max_pos && m->cfg.learned_pos) {
             lmc_fail(&err, "--seqlen %d exceeds the model's %d learned positions", seqlen,
                      m->cfg.max_pos);
             goto out;
@@ -188,7 +219,10 @@ int lmc_pass_cli_run(lmc_pass_cli *c, const lmc_pass *p)
     }
 
     summary = cJSON_CreateObject();
-    lmc_driver_opts dopt = {lmc_quiet};
+    lmc_driver_opts dopt;
+    lmc_driver_opts_default(&dopt);
+    dopt.backend.device = c->device;
+    dopt.backend.precision = c->precision;
     if (lmc_driver_run(m, p, p->stats ? &win : NULL, &dopt, summary, &err))
         goto out;
 
@@ -201,6 +235,10 @@ int lmc_pass_cli_run(lmc_pass_cli *c, const lmc_pass *p)
     cJSON_AddItemToObject(prov, "args", c->args);
     c->args = NULL;
     cJSON_AddStringToObject(prov, "source", c->model_path);
+    cJSON_AddStringToObject(prov, "device", lmc_device_name(c->device));
+    if (p->stats && cJSON_GetObjectItem(summary, "precision"))
+        cJSON_AddStringToObject(prov, "precision",
+                                cJSON_GetObjectItem(summary, "precision")->valuestring);
     if (p->stats) {
         cJSON *cal = cJSON_AddObjectToObject(prov, "calibration");
         cJSON_AddStringToObject(cal, "file", c->calib_path);

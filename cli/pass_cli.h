@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 
 #include "../calib/pass.h"
+#include "../eval/backend.h"
 
 typedef struct lmc_pass_cli {
     const char *cmd;
@@ -18,6 +19,9 @@ typedef struct lmc_pass_cli {
     long seed;      /* 0 */
     long threads;   /* 0: all cores */
     int json;
+    lmc_device device;       /* --device: where the calibration forward and solvers run */
+    lmc_precision precision; /* --precision (CUDA): the calibration forward's compute type */
+    int prec_set;
     cJSON *args;    /* pass-specific arguments, recorded in the provenance */
 } lmc_pass_cli;
 

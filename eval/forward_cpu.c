@@ -682,7 +682,7 @@ void lmc_scratch_free(lmc_scratch *s)
 
 /* ---- the forward ---- */
 
-static int has_learned_pos(const lmc_config *c) { return c->arch != LMC_ARCH_LLAMA; }
+static int has_learned_pos(const lmc_config *c) { return c->learned_pos; }
 
 int lmc_forward_embed(const lmc_weights *w, const int32_t *ids, int n, float *x, lmc_error *err)
 {

@@ -1,11 +1,12 @@
 #include "stats.h"
+#include "../core/clock.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int64_t site_dim(const lmc_config *cfg, lmc_site s)
+int64_t lmc_site_dim(const lmc_config *cfg, lmc_site s)
 {
     switch (s) {
     case LMC_SITE_ATTN_IN: return cfg->hidden;
@@ -17,13 +18,15 @@ static int64_t site_dim(const lmc_config *cfg, lmc_site s)
 }
 
 int lmc_block_stats_init(lmc_block_stats *s, const lmc_config *cfg, unsigned flags,
-                         lmc_error *err)
+                         unsigned device_only, lmc_error *err)
 {
     memset(s, 0, sizeof *s);
     s->flags = flags;
+    s->device_only = device_only & flags;
+    flags &= ~device_only;
     for (int k = 0; k < LMC_SITE_COUNT; k++) {
         lmc_site_stats *st = &s->site[k];
-        int64_t d = site_dim(cfg, (lmc_site)k);
+        int64_t d = lmc_site_dim(cfg, (lmc_site)k);
         st->dim = d;
         size_t dd = (size_t)d * (size_t)d;
         if (flags & LMC_STAT_HESSIAN) {
@@ -83,6 +86,7 @@ void lmc_block_stats_observe(void *ctx, int layer, lmc_site site, const float *x
     lmc_site_stats *st = &s->site[site];
     if (dim != st->dim || ntok <= 0)
         return; /* programmer error upstream; the dimension check in init guards it */
+    double t0 = lmc_now();
     st->ntok += ntok;
     if (st->xtx) {
         /* One window at a time in fp32 (≤ a few thousand terms per entry),
@@ -110,6 +114,7 @@ void lmc_block_stats_observe(void *ctx, int layer, lmc_site site, const float *x
             }
         }
     }
+    s->seconds += lmc_now() - t0;
 }
 
 void lmc_block_stats_finish(lmc_block_stats *s)

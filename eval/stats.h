@@ -1,6 +1,8 @@
-/* Per-site calibration statistics, accumulated from the inputs that the
- * forward pass shows its observer. Linears reading the same input (q, k, v;
- * gate, up) share one accumulator. */
+/* Per-site calibration statistics of a block's linear inputs. Linears
+ * reading the same input (q, k, v; gate, up) share one accumulator. This is
+ * the CPU reference (the forward's observer, lmc_block_stats_observe); the
+ * CUDA backend accumulates the same sums on the device and copies them into
+ * the same structure. */
 #ifndef LMC_STATS_H
 #define LMC_STATS_H
 
@@ -27,12 +29,18 @@ typedef struct lmc_site_stats {
 } lmc_site_stats;
 
 typedef struct lmc_block_stats {
-    unsigned flags;
+    unsigned flags;       /* what to accumulate */
+    unsigned device_only; /* of those, kept where the backend computes them (no host
+                             arrays): a device solver reads them there */
     lmc_site_stats site[LMC_SITE_COUNT];
+    double seconds; /* time spent accumulating, summed over blocks (not reset) */
 } lmc_block_stats;
 
+/* Host arrays for flags & ~device_only. */
 int lmc_block_stats_init(lmc_block_stats *s, const lmc_config *cfg, unsigned flags,
-                         lmc_error *err);
+                         unsigned device_only, lmc_error *err);
+/* Dimension of site s's input. */
+int64_t lmc_site_dim(const lmc_config *cfg, lmc_site s);
 /* Zero the accumulators for a new block. */
 void lmc_block_stats_reset(lmc_block_stats *s);
 void lmc_block_stats_free(lmc_block_stats *s);

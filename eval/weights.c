@@ -2,8 +2,11 @@
  * fp32 tensors that are 4-byte aligned in memory are used in place (the
  * mmap), everything else goes through the encoding table's to_f32. */
 #include "weights.h"
+#include "../formats/config_json.h"
 
+#include <assert.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,7 @@ typedef struct owned_ptr {
 typedef struct ownlist {
     owned_ptr *p;
     int n, cap;
+    size_t bytes; /* decoded fp32 buffers held */
 } ownlist;
 
 static int own_push_fn(ownlist *o, void *p, void (*release)(void *), lmc_error *err)
@@ -146,6 +150,7 @@ static int get_f32(const lmc_tensor *t, ownlist *own, const float **out, lmc_err
         return -1;
     if (own_push(own, buf, err) < 0)
         return -1;
+    own->bytes += (size_t)(t_rows(t) * t_cols(t)) * sizeof(float);
     *out = buf;
     return 0;
 }
@@ -193,6 +198,7 @@ static int load_linear(const lmc_model *m, int layer, const char *role, int64_t 
     char wn[64], bn[64];
     snprintf(wn, sizeof wn, "blk.%d.%s.weight", layer, role);
     snprintf(bn, sizeof bn, "blk.%d.%s.bias", layer, role);
+    assert(L); /* roles come from lmc_block_slots */
     memset(L, 0, sizeof *L);
     L->out = out_dim;
     L->in = in_dim;
@@ -231,29 +237,11 @@ static int load_norm(const lmc_model *m, const char *prefix, const lmc_config *c
     return load_named(m, bn, c->hidden, 1, 0, own, b, NULL, err);
 }
 
-static int check_config(const lmc_config *c, lmc_error *err)
-{
-    if (c->arch != LMC_ARCH_LLAMA && c->arch != LMC_ARCH_OPT && c->arch != LMC_ARCH_GPT2)
-        return lmc_fail(err, "unsupported architecture id %d", (int)c->arch);
-    if (c->vocab <= 0 || c->hidden <= 0 || c->n_layers <= 0 || c->n_heads <= 0 ||
-        c->n_kv_heads <= 0 || c->head_dim <= 0 || c->ffn <= 0 || c->max_pos <= 0)
-        return lmc_fail(err, "config: non-positive dimension");
-    if (c->n_heads % c->n_kv_heads)
-        return lmc_fail(err, "config: %d heads not a multiple of %d kv heads", c->n_heads,
-                        c->n_kv_heads);
-    if (c->rope_type != LMC_ROPE_NONE && c->head_dim % 2)
-        return lmc_fail(err, "config: RoPE needs an even head_dim, got %d", c->head_dim);
-    if (c->act != LMC_ACT_SILU && c->act != LMC_ACT_RELU && c->act != LMC_ACT_GELU_NEW &&
-        c->act != LMC_ACT_GELU)
-        return lmc_fail(err, "config: unsupported activation id %d", (int)c->act);
-    return 0;
-}
-
 int lmc_weights_prepare_block(const lmc_model *m, int layer, lmc_block_w *bw, lmc_error *err)
 {
     lmc_block_w_release(bw);
     const lmc_config *c = &m->cfg;
-    if (check_config(c, err) < 0)
+    if (lmc_config_check(c, m->source_path ? m->source_path : "model", err) < 0)
         return -1;
     if (layer < 0 || layer >= c->n_layers)
         return lmc_fail(err, "block %d out of range (model has %d)", layer, c->n_layers);
@@ -264,30 +252,37 @@ int lmc_weights_prepare_block(const lmc_model *m, int layer, lmc_block_w *bw, lm
     memset(&b, 0, sizeof b);
     b.owned = own;
     char pre[64];
-    int64_t H = c->hidden, qd = (int64_t)c->n_heads * c->head_dim,
-            kvd = (int64_t)c->n_kv_heads * c->head_dim, F = c->ffn;
     snprintf(pre, sizeof pre, "blk.%d.attn_norm", layer);
     if (load_norm(m, pre, c, own, &b.attn_norm_w, &b.attn_norm_b, err) < 0)
         goto fail;
     snprintf(pre, sizeof pre, "blk.%d.ffn_norm", layer);
     if (load_norm(m, pre, c, own, &b.ffn_norm_w, &b.ffn_norm_b, err) < 0)
         goto fail;
-    if (load_linear(m, layer, "q", qd, H, c->qkv_bias, own, &b.q, err) < 0 ||
-        load_linear(m, layer, "k", kvd, H, c->qkv_bias, own, &b.k, err) < 0 ||
-        load_linear(m, layer, "v", kvd, H, c->qkv_bias, own, &b.v, err) < 0 ||
-        load_linear(m, layer, "o", H, qd, c->o_bias, own, &b.o, err) < 0)
-        goto fail;
-    if (c->arch == LMC_ARCH_LLAMA &&
-        load_linear(m, layer, "gate", F, H, c->mlp_bias, own, &b.gate, err) < 0)
-        goto fail;
-    if (load_linear(m, layer, "up", F, H, c->mlp_bias, own, &b.up, err) < 0 ||
-        load_linear(m, layer, "down", H, F, c->mlp_bias, own, &b.down, err) < 0)
-        goto fail;
+    lmc_slot_desc sl[LMC_SLOT_COUNT];
+    lmc_block_slots(c, sl);
+    for (int k = 0; k < LMC_SLOT_COUNT; k++)
+        for (int i = 0; i < sl[k].n; i++)
+            if (load_linear(m, layer, sl[k].roles[i], sl[k].out[i], sl[k].in, sl[k].bias, own,
+                            lmc_block_w_linear(&b, sl[k].roles[i]), err) < 0)
+                goto fail;
     *bw = b;
     return 0;
 fail:
     own_free(own);
     return -1;
+}
+
+lmc_linear *lmc_block_w_linear(lmc_block_w *bw, const char *role)
+{
+    static const struct { const char *role; size_t off; } t[] = {
+        {"q", offsetof(lmc_block_w, q)},       {"k", offsetof(lmc_block_w, k)},
+        {"v", offsetof(lmc_block_w, v)},       {"o", offsetof(lmc_block_w, o)},
+        {"gate", offsetof(lmc_block_w, gate)}, {"up", offsetof(lmc_block_w, up)},
+        {"down", offsetof(lmc_block_w, down)}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (!strcmp(role, t[i].role))
+            return (lmc_linear *)((char *)bw + t[i].off);
+    return NULL;
 }
 
 void lmc_block_w_release(lmc_block_w *bw)
@@ -302,7 +297,7 @@ int lmc_weights_prepare(const lmc_model *m, lmc_weights **out, lmc_error *err)
 {
     *out = NULL;
     const lmc_config *c = &m->cfg;
-    if (check_config(c, err) < 0)
+    if (lmc_config_check(c, m->source_path ? m->source_path : "model", err) < 0)
         return -1;
     lmc_weights *w = calloc(1, sizeof *w);
     ownlist *own = calloc(1, sizeof *own);
@@ -321,7 +316,7 @@ int lmc_weights_prepare(const lmc_model *m, lmc_weights **out, lmc_error *err)
     }
     if (load_named(m, "embed.weight", c->vocab, c->hidden, 1, own, &w->embed, NULL, err) < 0)
         goto fail;
-    if (c->arch != LMC_ARCH_LLAMA) {
+    if (c->learned_pos) {
         /* learned positions: the table must cover every position the config
          * allows, offset rows included */
         const lmc_tensor *pt = lmc_model_find(m, "pos_embed.weight");
@@ -364,6 +359,16 @@ int lmc_weights_prepare(const lmc_model *m, lmc_weights **out, lmc_error *err)
 fail:
     lmc_weights_free(w);
     return -1;
+}
+
+size_t lmc_weights_bytes(const lmc_weights *w)
+{
+    size_t n = w->owned ? ((const ownlist *)w->owned)->bytes : 0;
+    if (w->blocks)
+        for (int l = 0; l < w->cfg->n_layers; l++)
+            if (w->blocks[l].owned)
+                n += ((const ownlist *)w->blocks[l].owned)->bytes;
+    return n;
 }
 
 void lmc_weights_free(lmc_weights *w)

@@ -45,7 +45,11 @@ int lmc_weights_prepare(const lmc_model *m, lmc_weights **out, lmc_error *err);
  * replaced them. Frees what bw held before. */
 int lmc_weights_prepare_block(const lmc_model *m, int layer, lmc_block_w *bw, lmc_error *err);
 void lmc_block_w_release(lmc_block_w *bw);
+/* The linear of bw by role ("q" ... "down"), NULL for an unknown role. */
+lmc_linear *lmc_block_w_linear(lmc_block_w *bw, const char *role);
 void lmc_weights_free(lmc_weights *w);
+/* Bytes of the fp32 buffers w decoded (tensors used in place not counted). */
+size_t lmc_weights_bytes(const lmc_weights *w);
 
 /* t has shape [rows, cols] (cols == 1: a vector, [rows] or [rows, 1]);
  * else fails naming the tensor, its shape and the config's. */

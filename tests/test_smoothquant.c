@@ -372,7 +372,8 @@ static void run_sq(lmc_model *m, const lmc_smoothquant_opts *o, cJSON **summary)
     make_windows(m->cfg.vocab);
     lmc_error err;
     cJSON *s = cJSON_CreateObject();
-    lmc_driver_opts dopt = {1};
+    lmc_driver_opts dopt;
+    lmc_driver_opts_default(&dopt);
     ck_assert_msg(lmc_driver_run(m, &p, p.stats ? &g_win : NULL, &dopt, s, &err) == 0, "%s",
                   err.msg);
     if (summary)

@@ -11,7 +11,8 @@
 
 #include "../calib/driver.h"
 #include "../calib/windows.h"
-#include "../compress/prune.h"
+#include "../compress/prune_passes.h"
+#include "../compress/qstore.h"
 #include "../compress/quant_passes.h"
 #include "../compress/sparsegpt.h"
 #include "../core/sparse.h"
@@ -225,7 +226,8 @@ static lmc_model *run_pass(const char *src, const lmc_pass *p, const char *dst, 
     make_windows(m);
     lmc_error err;
     cJSON *s = cJSON_CreateObject();
-    lmc_driver_opts dopt = {1};
+    lmc_driver_opts dopt;
+    lmc_driver_opts_default(&dopt);
     ck_assert_msg(lmc_driver_run(m, p, p->stats ? &g_win : NULL, &dopt, s, &err) == 0, "%s: %s",
                   p->name, err.msg);
     ck_assert_msg(lmc_container_write(m, dst, "{\"pass\":\"test\"}", &err) == 0, "%s", err.msg);
@@ -352,7 +354,8 @@ START_TEST(nm_width_error)
     lmc_model *m = load(lmc_test_data("llama-xs"));
     make_windows(m);
     cJSON *s = cJSON_CreateObject();
-    lmc_driver_opts dopt = {1};
+    lmc_driver_opts dopt;
+    lmc_driver_opts_default(&dopt);
     ck_assert_int_eq(lmc_driver_run(m, &p, &g_win, &dopt, s, &err), -1);
     ck_assert_msg(strstr(err.msg, "M = 64 does not divide the input width 352 of "
                                   "blk.0.down.weight") != NULL, "%s", err.msg);
@@ -384,7 +387,8 @@ START_TEST(gpt2_fused_qkv)
     lmc_pass p;
     ck_assert_int_eq(lmc_sparsegpt_pass(&p, &o, &err), 0);
     cJSON *s = cJSON_CreateObject();
-    lmc_driver_opts dopt = {1};
+    lmc_driver_opts dopt;
+    lmc_driver_opts_default(&dopt);
     ck_assert_msg(lmc_driver_run(m, &p, &win, &dopt, s, &err) == 0, "%s", err.msg);
     int64_t h = m->cfg.hidden, kv = (int64_t)m->cfg.n_kv_heads * m->cfg.head_dim;
     for (int l = 0; l < m->cfg.n_layers; l++) {

@@ -47,7 +47,7 @@ grep -q "blk.3.down.weight .*lowrank r75" "$tmp/i" || fail "plain: down not rank
 grep -q "embed.weight .*f16" "$tmp/i" || fail "plain: embeddings not left f16"
 grep -qF '"pass":"svd","args":{"method":"plain","keep":0.8,"dtype":"f16"}' "$tmp/i" ||
     fail "plain provenance"
-"$LMC" inspect "$tmp/whiten.lmc" | grep -qF '"args":{"method":"whiten","keep":0.8,"dtype":"f16"},"source":"data/llama-xs","calibration":{' ||
+"$LMC" inspect "$tmp/whiten.lmc" | grep -qF '"args":{"method":"whiten","keep":0.8,"dtype":"f16"},"source":"data/llama-xs","device":"cpu","precision":"fp32","calibration":{' ||
     fail "whiten provenance"
 "$LMC" inspect "$tmp/f32.lmc" | grep -q "blk.0.k.weight .*lowrank r16 f32 *12288 " ||
     fail "f32 factors: $("$LMC" inspect "$tmp/f32.lmc" | grep blk.0.k)"
