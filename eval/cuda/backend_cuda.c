@@ -1,29 +1,38 @@
-/* CUDA evaluator, host side (C): config checks, weights from any encoding to
- * the device (through forward_cuda_dev.h), the perplexity protocol. The
- * device side is forward_cuda.cu; a build without nvcc compiles
- * forward_cuda_stub.c's versions of these functions instead. */
-#ifdef LMC_HAVE_CUDA
-
-#include "forward_cuda.h"
-
+/* The CUDA backend, host side (C): the model's tensors from any encoding to
+ * the device (through dev.h), evaluation, the GEMM benchmark. The device
+ * side is the .cu files beside this one. Built only with nvcc
+ * (LMC_HAVE_CUDA); a build without it has no CUDA backend at all.
+ *
+ * Weights live on the device in the compute precision: tensors whose
+ * encoding has a dense view (f32/f16/bf16) go up as stored, low-rank
+ * factor pairs stay factors when a whole slot is low-rank, every other
+ * encoding (qgroup, sparse, N:M, ...) is decoded once at load through the
+ * encoding table. Encodings with a CPU kernel of their own and no view
+ * (W8A8, LLM.int8()) are refused: decoding them would skip their
+ * activation quantization. Environment: LMC_CUDA_TOKENS (tokens per
+ * forward, default 16384); the knobs of docs/CUDA.md. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/clock.h"
-#include "../core/half.h"
-#include "forward_cuda_dev.h"
-#include "forward_ops.h"
-#include "weights.h"
+#include "../../core/clock.h"
+#include "../../core/half.h"
+#include "../../formats/config_json.h"
+#include "../backend_impl.h"
+#include "../forward_ops.h"
+#include "../weights.h"
+#include "dev.h"
+#include "backend_cuda.h"
+#include "test_hooks.h"
 
-struct lmc_cuda_model {
+typedef struct lmc_cuda_model {
     lmc_cu *cu;
     lmc_config cfg;
     lmc_precision prec;
     lmc_residual res; /* resolved: FP32 or HALF */
     int max_tokens;
-};
+} lmc_cuda_model;
 
 static int64_t t_rows(const lmc_tensor *t) { return t->shape[0]; }
 static int64_t t_cols(const lmc_tensor *t) { return t->ndim == 2 ? t->shape[1] : 1; }
@@ -33,24 +42,14 @@ static const char *model_name(const lmc_model *m)
     return m->source_path ? m->source_path : "model";
 }
 
-static int check_config(const lmc_config *c, lmc_error *err)
+/* The shared config check, plus what the CUDA kernels add. */
+static int check_config(const lmc_config *c, const char *what, lmc_error *err)
 {
-    if (c->arch != LMC_ARCH_LLAMA && c->arch != LMC_ARCH_OPT && c->arch != LMC_ARCH_GPT2)
-        return lmc_fail(err, "unsupported architecture id %d", (int)c->arch);
-    if (c->vocab <= 0 || c->hidden <= 0 || c->n_layers <= 0 || c->n_heads <= 0 ||
-        c->n_kv_heads <= 0 || c->head_dim <= 0 || c->ffn <= 0 || c->max_pos <= 0)
-        return lmc_fail(err, "config: non-positive dimension");
-    if (c->n_heads % c->n_kv_heads)
-        return lmc_fail(err, "config: %d heads not a multiple of %d kv heads", c->n_heads,
-                        c->n_kv_heads);
-    if (c->rope_type != LMC_ROPE_NONE && c->head_dim % 2)
-        return lmc_fail(err, "config: RoPE needs an even head_dim, got %d", c->head_dim);
+    if (lmc_config_check(c, what, err) < 0)
+        return -1;
     if (c->head_dim > 256)
-        return lmc_fail(err, "config: head_dim %d: the CUDA attention kernels take at most 256",
-                        c->head_dim);
-    if (c->act != LMC_ACT_SILU && c->act != LMC_ACT_RELU && c->act != LMC_ACT_GELU_NEW &&
-        c->act != LMC_ACT_GELU)
-        return lmc_fail(err, "config: unsupported activation id %d", (int)c->act);
+        return lmc_fail(err, "%s: head_dim %d: the CUDA attention kernels take at most 256",
+                        what, c->head_dim);
     return 0;
 }
 
@@ -64,7 +63,7 @@ static void dims_of(const lmc_config *c, int pos_rows, int tied, lmc_cu_dims *d)
     d->n_kv_heads = c->n_kv_heads;
     d->head_dim = c->head_dim;
     d->ffn = c->ffn;
-    d->gated = c->arch == LMC_ARCH_LLAMA;
+    d->gated = c->gated_ffn;
     d->pos_rows = pos_rows;
     d->pos_offset = c->pos_offset;
     d->norm_is_rms = c->norm_is_rms;
@@ -74,14 +73,14 @@ static void dims_of(const lmc_config *c, int pos_rows, int tied, lmc_cu_dims *d)
     d->tied = tied;
 }
 
-int lmc_cuda_available(char *name, size_t name_len, lmc_error *err)
+static int src_type_of(lmc_enc_id e)
 {
-    return lmc_cu_device(name, name_len, err);
+    return e == LMC_ENC_F16 ? LMC_CU_SRC_F16 : e == LMC_ENC_BF16 ? LMC_CU_SRC_BF16 : LMC_CU_SRC_F32;
 }
 
 /* The error for value `bad` of src (src_type, rows of `cols`), which was not
  * finite once converted to the compute type: NaN/Inf, or an overflow. */
-static int bad_weight(const lmc_cuda_model *cm, const lmc_tensor *t, const char *what,
+static int bad_weight(lmc_precision prec, const lmc_tensor *t, const char *what,
                       const void *src, int src_type, int64_t bad, int64_t cols, lmc_error *err)
 {
     float v;
@@ -95,97 +94,76 @@ static int bad_weight(const lmc_cuda_model *cm, const lmc_tensor *t, const char 
     if (isfinite(v))
         return lmc_fail(err, "tensor %s: %s %g at [%lld, %lld] overflows %s (use "
                              "--precision bf16 or fp32)",
-                        t->name, what, v, r, c, lmc_precision_name(cm->prec));
+                        t->name, what, v, r, c, lmc_precision_name(prec));
     return lmc_fail(err, "tensor %s: non-finite %s (%s) at [%lld, %lld]", t->name, what,
                     isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"), r, c);
 }
 
-/* Matrix tensor t into slot `which` at element offset off: fp32/fp16/bf16
- * blobs go up as stored, other encodings are decoded on the host first. */
+/* Matrix tensor t into slot `which` at element offset off: a dense view
+ * goes up as stored, any other encoding is decoded on the host first. */
 static int put_matrix(lmc_cuda_model *cm, const lmc_tensor *t, int which, int layer, size_t off,
                       lmc_error *err)
 {
     const lmc_enc_traits *tr = lmc_enc_get(t->enc.id);
-    if (!tr || !tr->to_f32)
-        return lmc_fail(err, "tensor %s: encoding id %d is not supported by this build", t->name,
-                        (int)t->enc.id);
-    /* Encodings whose CPU kernel is more than decode + GEMM (activation
-     * quantization) would silently compute something else here. A low-rank
-     * pair decodes to the same product, so it may go through. */
-    if (tr->kernel_prepare && t->enc.id != LMC_ENC_LOWRANK)
-        return lmc_fail(err, "tensor %s: encoding %s has no CUDA kernel yet (its activation "
-                        "quantization would be skipped); use --device cpu", t->name, tr->name);
-    size_t n = (size_t)(t_rows(t) * t_cols(t));
-    int src_type = t->enc.id == LMC_ENC_F16    ? LMC_CU_SRC_F16
-                   : t->enc.id == LMC_ENC_BF16 ? LMC_CU_SRC_BF16
-                                               : LMC_CU_SRC_F32;
+    lmc_enc_view v;
+    int r = lmc_tensor_view(t, &v, err);
+    if (r < 0)
+        return -1;
     float *host = NULL;
-    const void *src = t->data;
-    if (t->enc.id == LMC_ENC_F16 || t->enc.id == LMC_ENC_BF16 || t->enc.id == LMC_ENC_F32) {
-        size_t need = tr->nbytes(&t->enc, t_rows(t), t_cols(t));
-        if (t->nbytes != need || !t->data)
-            return lmc_fail(err, "tensor %s: %zu bytes of data, encoding %s needs %zu", t->name,
-                            t->nbytes, tr->name, need);
+    const void *src;
+    int src_type;
+    if (r == 1 && v.kind == LMC_VIEW_DENSE) {
+        src = v.a;
+        src_type = src_type_of(v.elem);
     } else {
+        /* an encoding whose CPU kernel is more than decode + GEMM
+         * (activation quantization) would silently compute something else */
+        if (r == 0 && tr->kernel_prepare)
+            return lmc_fail(err, "tensor %s: encoding %s has no CUDA kernel yet (its activation "
+                                 "quantization would be skipped); use --device cpu",
+                            t->name, tr->name);
         /* dequantize once at load (validates the blob and checks finiteness) */
         if (lmc_tensor_to_f32(t, &host, err) < 0)
             return -1;
         src = host;
+        src_type = LMC_CU_SRC_F32;
     }
+    size_t n = (size_t)(t_rows(t) * t_cols(t));
     int64_t bad;
     int rc = lmc_cu_upload(cm->cu, which, layer, off, src, src_type, n, &bad, err);
     if (rc == 0 && bad >= 0)
-        rc = bad_weight(cm, t, "weight", host ? host : src, host ? LMC_CU_SRC_F32 : src_type, bad,
-                        t_cols(t), err);
+        rc = bad_weight(cm->prec, t, "weight", src, src_type, bad, t_cols(t), err);
     free(host);
     return rc;
 }
 
-/* A low-rank tensor's encoding fields and blob size. */
-static int check_lowrank(const lmc_tensor *t, lmc_error *err)
-{
-    const lmc_enc_traits *tr = lmc_enc_get(LMC_ENC_LOWRANK);
-    int64_t rows = t_rows(t), cols = t_cols(t);
-    if (tr->validate(&t->enc, rows, cols, err) < 0) {
-        char pre[128];
-        snprintf(pre, sizeof pre, "tensor %s", t->name);
-        return lmc_fail_prefix(err, pre);
-    }
-    size_t need = tr->nbytes(&t->enc, rows, cols);
-    if (t->nbytes != need || !t->data)
-        return lmc_fail(err, "tensor %s: %zu bytes of data, encoding %s needs %zu", t->name,
-                        t->nbytes, tr->name, need);
-    return 0;
-}
-
-/* Part `part` of a low-rank slot (checked with check_lowrank): the factors
- * go up as stored (f16 or f32), without forming A . B. */
-static int put_factors(lmc_cuda_model *cm, const lmc_tensor *t, int which, int layer, int part,
-                       lmc_error *err)
+/* Part `part` of a low-rank slot: the factors of view v go up as stored,
+ * without forming A . B; A's rows padded to lmc_cu_rank_pad(rank). */
+static int put_factors(lmc_cuda_model *cm, const lmc_tensor *t, const lmc_enc_view *v, int which,
+                       int layer, int part, lmc_error *err)
 {
     int64_t rows = t_rows(t), cols = t_cols(t);
-    int r = t->enc.rank, rp = lmc_cu_rank_pad(r), f16 = t->enc.inner == LMC_ENC_F16;
-    int src_type = f16 ? LMC_CU_SRC_F16 : LMC_CU_SRC_F32;
-    size_t es = f16 ? 2 : 4, b_off = ((size_t)rows * r * es + 3) & ~(size_t)3;
-    /* A with its rows padded to rp values (zeros), as the device keeps it */
+    int r = v->rank, rp = lmc_cu_rank_pad(r), src_type = src_type_of(v->elem);
+    size_t es = v->elem == LMC_ENC_F32 ? 4 : 2;
     uint8_t *a = calloc((size_t)rows * rp, es);
     if (!a)
         return lmc_fail(err, "out of memory");
     for (int64_t i = 0; i < rows; i++)
-        memcpy(a + (size_t)i * rp * es, t->data + (size_t)i * r * es, (size_t)r * es);
+        memcpy(a + (size_t)i * rp * es, (const uint8_t *)v->a + (size_t)i * r * es,
+               (size_t)r * es);
     int64_t bad;
     int rc = lmc_cu_upload_factor(cm->cu, which, layer, part, 0, a, src_type, (size_t)rows * rp,
                                   &bad, err);
     if (rc == 0 && bad >= 0)
-        rc = bad_weight(cm, t, "factor A value", a, src_type, bad, rp, err);
+        rc = bad_weight(cm->prec, t, "factor A value", a, src_type, bad, rp, err);
     free(a);
     if (rc < 0)
         return -1;
-    if (lmc_cu_upload_factor(cm->cu, which, layer, part, 1, t->data + b_off, src_type,
-                             (size_t)r * cols, &bad, err) < 0)
+    if (lmc_cu_upload_factor(cm->cu, which, layer, part, 1, v->b, src_type, (size_t)r * cols,
+                             &bad, err) < 0)
         return -1;
     if (bad >= 0)
-        return bad_weight(cm, t, "factor B value", t->data + b_off, src_type, bad, cols, err);
+        return bad_weight(cm->prec, t, "factor B value", v->b, src_type, bad, cols, err);
     return 0;
 }
 
@@ -213,68 +191,98 @@ static int load_vec(lmc_cuda_model *cm, const lmc_model *m, const char *name, in
     return put_vector(cm, t, which, layer, 0, err);
 }
 
-/* Linears stacked along rows into one device matrix (q|k|v, gate|up) and
- * their biases into one vector (zeros for a missing one). When every one of
- * them is a low-rank factor pair, the slot keeps the factors (two products
- * per linear, as the CPU runs them); otherwise each is decoded to dense. */
-static int load_linears(lmc_cuda_model *cm, const lmc_model *m, int layer,
-                        const char *const *roles, const int64_t *outs, int nroles, int64_t in,
-                        int bias_required, int wslot, int bslot, lmc_error *err)
+/* One slot of block `layer` (core/model.h lmc_block_slots): its linears
+ * stacked along rows into one device matrix and their biases into one
+ * vector (zeros for a missing one). When every linear of the slot has a
+ * factor-pair view, the slot keeps the factors (two products per linear, as
+ * the CPU runs them); otherwise each is decoded to dense. */
+static const int slot_w[LMC_SLOT_COUNT] = {LMC_CU_QKV, LMC_CU_O, LMC_CU_GU, LMC_CU_DOWN};
+static const int slot_b[LMC_SLOT_COUNT] = {LMC_CU_QKV_B, LMC_CU_O_B, LMC_CU_GU_B, LMC_CU_DOWN_B};
+
+static int load_slot(lmc_cuda_model *cm, const lmc_model *m, int layer, const lmc_slot_desc *s,
+                     int k, lmc_error *err)
 {
     const lmc_tensor *ts[3];
+    lmc_enc_view views[3];
     int ranks[3], lowrank = 1;
-    for (int i = 0; i < nroles; i++) {
+    for (int i = 0; i < s->n; i++) {
         char wn[64];
-        snprintf(wn, sizeof wn, "blk.%d.%s.weight", layer, roles[i]);
+        snprintf(wn, sizeof wn, "blk.%d.%s.weight", layer, s->roles[i]);
         ts[i] = lmc_model_find(m, wn);
         if (!ts[i])
             return lmc_fail(err, "%s: tensor %s is missing", model_name(m), wn);
-        if (lmc_tensor_expect_shape(ts[i], outs[i], in, err) < 0)
+        if (lmc_tensor_expect_shape(ts[i], s->out[i], s->in, err) < 0)
             return -1;
-        lowrank = lowrank && ts[i]->enc.id == LMC_ENC_LOWRANK;
-        ranks[i] = ts[i]->enc.rank;
+        int r = lmc_tensor_view(ts[i], &views[i], err);
+        if (r < 0)
+            return -1;
+        lowrank = lowrank && r == 1 && views[i].kind == LMC_VIEW_FACTORS;
+        ranks[i] = lowrank ? views[i].rank : 0;
     }
-    for (int i = 0; lowrank && i < nroles; i++)
-        if (check_lowrank(ts[i], err) < 0)
-            return -1;
-    if (lowrank && lmc_cu_set_lowrank(cm->cu, wslot, layer, nroles, ranks, err) < 0)
+    if (lowrank && lmc_cu_set_lowrank(cm->cu, slot_w[k], layer, s->n, ranks, err) < 0)
         return -1;
     int64_t row = 0;
-    for (int i = 0; i < nroles; i++) {
+    for (int i = 0; i < s->n; i++) {
         char bn[64];
-        snprintf(bn, sizeof bn, "blk.%d.%s.bias", layer, roles[i]);
+        snprintf(bn, sizeof bn, "blk.%d.%s.bias", layer, s->roles[i]);
         const lmc_tensor *t = ts[i];
-        if (lowrank ? put_factors(cm, t, wslot, layer, i, err) < 0
-                    : put_matrix(cm, t, wslot, layer, (size_t)(row * in), err) < 0)
+        if (lowrank ? put_factors(cm, t, &views[i], slot_w[k], layer, i, err) < 0
+                    : put_matrix(cm, t, slot_w[k], layer, (size_t)(row * s->in), err) < 0)
             return -1;
         /* a stored bias is used even when the config does not announce it */
         const lmc_tensor *bt = lmc_model_find(m, bn);
-        if (!bt && bias_required)
+        if (!bt && s->bias)
             return lmc_fail(err, "%s: tensor %s is missing", model_name(m), bn);
-        if (bt && (lmc_tensor_expect_shape(bt, outs[i], 1, err) < 0 ||
-                   put_vector(cm, bt, bslot, layer, (size_t)row, err) < 0))
+        if (bt && (lmc_tensor_expect_shape(bt, s->out[i], 1, err) < 0 ||
+                   put_vector(cm, bt, slot_b[k], layer, (size_t)row, err) < 0))
             return -1;
-        row += outs[i];
+        row += s->out[i];
     }
     return 0;
 }
 
-static int load_weights(lmc_cuda_model *cm, const lmc_model *m, lmc_error *err)
+/* Norms and slots of block `layer`. */
+static int load_block(lmc_cuda_model *cm, const lmc_model *m, int layer, lmc_error *err)
 {
     const lmc_config *c = &cm->cfg;
-    int64_t H = c->hidden, F = c->ffn, qd = (int64_t)c->n_heads * c->head_dim,
-            kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t H = c->hidden;
+    char n1[64], n2[64];
+    snprintf(n1, sizeof n1, "blk.%d.attn_norm.weight", layer);
+    snprintf(n2, sizeof n2, "blk.%d.attn_norm.bias", layer);
+    if (load_vec(cm, m, n1, H, 1, LMC_CU_ATTN_NORM_W, layer, err) < 0 ||
+        (!c->norm_is_rms && load_vec(cm, m, n2, H, 0, LMC_CU_ATTN_NORM_B, layer, err) < 0))
+        return -1;
+    snprintf(n1, sizeof n1, "blk.%d.ffn_norm.weight", layer);
+    snprintf(n2, sizeof n2, "blk.%d.ffn_norm.bias", layer);
+    if (load_vec(cm, m, n1, H, 1, LMC_CU_FFN_NORM_W, layer, err) < 0 ||
+        (!c->norm_is_rms && load_vec(cm, m, n2, H, 0, LMC_CU_FFN_NORM_B, layer, err) < 0))
+        return -1;
+    lmc_slot_desc sl[LMC_SLOT_COUNT];
+    lmc_block_slots(c, sl);
+    for (int k = 0; k < LMC_SLOT_COUNT; k++)
+        if (load_slot(cm, m, layer, &sl[k], k, err) < 0)
+            return -1;
+    return 0;
+}
+
+/* Embeddings, learned positions, final norm and head. */
+static int load_outer(lmc_cuda_model *cm, const lmc_model *m, int head, lmc_error *err)
+{
+    const lmc_config *c = &cm->cfg;
+    int64_t H = c->hidden;
     const lmc_tensor *t = lmc_model_find(m, "embed.weight");
     if (!t)
         return lmc_fail(err, "%s: tensor embed.weight is missing", model_name(m));
     if (lmc_tensor_expect_shape(t, c->vocab, H, err) < 0 ||
         put_matrix(cm, t, LMC_CU_EMBED, 0, 0, err) < 0)
         return -1;
-    if (c->arch != LMC_ARCH_LLAMA) {
+    if (c->learned_pos) {
         const lmc_tensor *pt = lmc_model_find(m, "pos_embed.weight");
         if (put_vector(cm, pt, LMC_CU_POS, 0, 0, err) < 0)
             return -1;
     }
+    if (!head)
+        return 0;
     if (load_vec(cm, m, "final_norm.weight", H, 1, LMC_CU_FINAL_NORM_W, 0, err) < 0 ||
         (!c->norm_is_rms &&
          load_vec(cm, m, "final_norm.bias", H, 0, LMC_CU_FINAL_NORM_B, 0, err) < 0))
@@ -283,47 +291,16 @@ static int load_weights(lmc_cuda_model *cm, const lmc_model *m, lmc_error *err)
     if (ht && (lmc_tensor_expect_shape(ht, c->vocab, H, err) < 0 ||
                put_matrix(cm, ht, LMC_CU_HEAD, 0, 0, err) < 0))
         return -1;
-    for (int l = 0; l < c->n_layers; l++) {
-        char n1[64], n2[64];
-        snprintf(n1, sizeof n1, "blk.%d.attn_norm.weight", l);
-        snprintf(n2, sizeof n2, "blk.%d.attn_norm.bias", l);
-        if (load_vec(cm, m, n1, H, 1, LMC_CU_ATTN_NORM_W, l, err) < 0 ||
-            (!c->norm_is_rms && load_vec(cm, m, n2, H, 0, LMC_CU_ATTN_NORM_B, l, err) < 0))
-            return -1;
-        snprintf(n1, sizeof n1, "blk.%d.ffn_norm.weight", l);
-        snprintf(n2, sizeof n2, "blk.%d.ffn_norm.bias", l);
-        if (load_vec(cm, m, n1, H, 1, LMC_CU_FFN_NORM_W, l, err) < 0 ||
-            (!c->norm_is_rms && load_vec(cm, m, n2, H, 0, LMC_CU_FFN_NORM_B, l, err) < 0))
-            return -1;
-        static const char *const qkv[3] = {"q", "k", "v"}, *const o[1] = {"o"},
-                                 *const gu[2] = {"gate", "up"}, *const dn[1] = {"down"};
-        const int64_t qkv_out[3] = {qd, kvd, kvd}, h_out[1] = {H}, f_out[2] = {F, F};
-        int gated = c->arch == LMC_ARCH_LLAMA;
-        if (load_linears(cm, m, l, qkv, qkv_out, 3, H, c->qkv_bias, LMC_CU_QKV, LMC_CU_QKV_B,
-                         err) < 0 ||
-            load_linears(cm, m, l, o, h_out, 1, qd, c->o_bias, LMC_CU_O, LMC_CU_O_B, err) < 0 ||
-            load_linears(cm, m, l, gated ? gu : gu + 1, f_out, gated ? 2 : 1, H, c->mlp_bias,
-                         LMC_CU_GU, LMC_CU_GU_B, err) < 0 ||
-            load_linears(cm, m, l, dn, h_out, 1, F, c->mlp_bias, LMC_CU_DOWN, LMC_CU_DOWN_B,
-                         err) < 0)
-            return -1;
-    }
     return 0;
 }
 
-void lmc_cuda_model_free(lmc_cuda_model *cm)
+static void cuda_model_free(lmc_cuda_model *cm)
 {
     if (!cm)
         return;
     lmc_cu_free(cm->cu);
     free(cm);
 }
-
-lmc_precision lmc_cuda_model_precision(const lmc_cuda_model *cm) { return cm->prec; }
-
-lmc_residual lmc_cuda_model_residual(const lmc_cuda_model *cm) { return cm->res; }
-
-size_t lmc_cuda_model_bytes(const lmc_cuda_model *cm) { return lmc_cu_bytes(cm->cu); }
 
 /* ids checked, next-token targets (-1 at each window's last row). */
 static int windows_nll(lmc_cuda_model *cm, const int32_t *ids, int nwin, int S, double *nll,
@@ -354,25 +331,21 @@ static int windows_nll(lmc_cuda_model *cm, const int32_t *ids, int nwin, int S, 
     return rc;
 }
 
-int lmc_cuda_windows_nll(lmc_cuda_model *cm, const int32_t *ids, int nwin, int seqlen,
-                         double *nll, lmc_error *err)
-{
-    return windows_nll(cm, ids, nwin, seqlen, nll, err);
-}
-
-int lmc_cuda_model_new(const lmc_model *m, lmc_precision prec, lmc_residual res, int max_tokens,
-                       int seqlen_hint, lmc_cuda_model **out, lmc_error *err)
+/* The device model of m: every block when calib is 0 (evaluation), none
+ * and no head when 1 (calibration loads one block at a time). */
+static int cuda_model_new(const lmc_model *m, lmc_precision prec, lmc_residual res, int max_tokens,
+                          int seqlen_hint, int calib, lmc_cuda_model **out, lmc_error *err)
 {
     *out = NULL;
     const lmc_config *c = &m->cfg;
     lmc_precision p = lmc_precision_resolve(prec, c);
     if (res == LMC_RESIDUAL_HALF && p == LMC_PREC_FP32)
         return lmc_fail(err, "a half residual needs fp16 or bf16 precision, not fp32");
-    if (check_config(c, err) < 0 || lmc_cu_device(NULL, 0, err) < 0)
+    if (check_config(c, model_name(m), err) < 0 || lmc_cu_device(NULL, 0, err) < 0)
         return -1;
     lmc_encodings_init();
     int pos_rows = 0;
-    if (c->arch != LMC_ARCH_LLAMA) {
+    if (c->learned_pos) {
         /* learned positions: the table must cover every position the config
          * allows, offset rows included */
         const lmc_tensor *pt = lmc_model_find(m, "pos_embed.weight");
@@ -408,10 +381,13 @@ int lmc_cuda_model_new(const lmc_model *m, lmc_precision prec, lmc_residual res,
     cm->max_tokens = max_tokens;
     lmc_cu_dims d;
     dims_of(c, pos_rows, tied, &d);
-    if (lmc_cu_new(&d, (int)cm->prec, cm->res == LMC_RESIDUAL_HALF, max_tokens, &cm->cu, err) <
-            0 ||
-        load_weights(cm, m, err) < 0)
+    if (lmc_cu_new(&d, (int)cm->prec, cm->res == LMC_RESIDUAL_HALF, max_tokens, calib, &cm->cu,
+                   err) < 0 ||
+        load_outer(cm, m, !calib, err) < 0)
         goto fail;
+    for (int l = 0; !calib && l < c->n_layers; l++)
+        if (load_block(cm, m, l, err) < 0)
+            goto fail;
     lmc_cu_upload_done(cm->cu);
     if (d.rope) {
         float *cs, *sn;
@@ -430,7 +406,7 @@ int lmc_cuda_model_new(const lmc_model *m, lmc_precision prec, lmc_residual res,
      * shape and CUDA loads each kernel lazily on its first launch, which
      * cost a 64-token warm-up ~0.1 s inside the first timed forward of the
      * TinyLlama-shaped benchmark */
-    {
+    if (!calib) {
         int S = seqlen_hint > 1 && seqlen_hint <= max_tokens ? seqlen_hint : max_tokens;
         if (c->max_pos > 0 && S > c->max_pos)
             S = c->max_pos;
@@ -449,69 +425,191 @@ int lmc_cuda_model_new(const lmc_model *m, lmc_precision prec, lmc_residual res,
     *out = cm;
     return 0;
 fail:
-    lmc_cuda_model_free(cm);
+    cuda_model_free(cm);
     return -1;
 }
 
-int lmc_cuda_perplexity(lmc_cuda_model *cm, const int32_t *ids, int64_t n, const lmc_ppl_opts *o,
-                        lmc_ppl_result *r, lmc_error *err)
+/* ---- the backend's operations ---- */
+
+static lmc_cuda_model *cm_of(const lmc_backend *b) { return b->impl; }
+
+static int cuda_available(char *name, size_t n, lmc_error *err)
 {
-    const char *src = o->source ? o->source : "input";
-    memset(r, 0, sizeof *r);
-    int64_t nw;
-    if (lmc_ppl_begin(ids, n, cm->cfg.vocab, o, &nw, err) < 0)
-        return -1;
-    if (o->seqlen > cm->max_tokens)
-        return lmc_fail(err, "windows of %d tokens: the device buffers hold %d tokens",
-                        o->seqlen, cm->max_tokens);
-    int S = o->seqlen, per = cm->max_tokens / S;
-    double *wn = malloc((size_t)per * sizeof *wn);
-    if (!wn)
-        return lmc_fail(err, "out of memory");
-    double total = 0, t0 = lmc_now();
-    for (int64_t k = 0; k < nw; k += per) {
-        int nb = nw - k < per ? (int)(nw - k) : per;
-        if (windows_nll(cm, ids + k * S, nb, S, wn, err) < 0) {
-            free(wn);
-            char pre[600];
-            snprintf(pre, sizeof pre, "%s, window %lld", src, (long long)k);
-            return lmc_fail_prefix(err, pre);
-        }
-        for (int i = 0; i < nb; i++) {
-            if (!isfinite(wn[i])) {
-                free(wn);
-                return lmc_fail(err, "%s, window %lld: non-finite negative log-likelihood in a "
-                                     "window of %d tokens (%s overflow? try %s)",
-                                src, (long long)(k + i), S, lmc_precision_name(cm->prec),
-                                cm->res == LMC_RESIDUAL_HALF ? "--residual fp32 or --precision fp32"
-                                                             : "--precision fp32");
-            }
-            total += wn[i];
-        }
-        if (o->progress)
-            o->progress(o->progress_ctx, k + nb, nw, lmc_now() - t0);
-    }
-    free(wn);
-    return lmc_ppl_end(n, nw, total, lmc_now() - t0, o, r, err);
+    return lmc_cu_device(name, n, err);
 }
 
-int lmc_cuda_forward_block(lmc_cuda_model *cm, int layer, float *x, int n, lmc_error *err)
+static int cuda_open(lmc_backend *b, lmc_error *err)
 {
-    if (n > cm->max_tokens || (cm->cfg.arch != LMC_ARCH_LLAMA && n > cm->cfg.max_pos))
-        return lmc_fail(err, "block %d: %d tokens, too many", layer, n);
-    return lmc_cu_forward_block(cm->cu, layer, x, n, err);
+    lmc_cuda_model *cm;
+    int calib = b->opts.use == LMC_USE_CALIB;
+    if (cuda_model_new(b->model, b->opts.precision, b->opts.residual, b->opts.max_tokens,
+                       b->opts.seqlen_hint, calib, &cm, err) < 0)
+        return lmc_fail_prefix(err, model_name(b->model));
+    b->impl = cm;
+    b->prec = cm->prec;
+    b->res = cm->res;
+    return 0;
 }
 
-int lmc_cuda_forward_logits(lmc_cuda_model *cm, const int32_t *ids, int n, float *logits,
+static void cuda_close(lmc_backend *b) { cuda_model_free(cm_of(b)); }
+
+static size_t cuda_bytes(const lmc_backend *b) { return lmc_cu_bytes(cm_of(b)->cu); }
+static size_t cuda_peak(const lmc_backend *b) { return lmc_cu_peak_bytes(cm_of(b)->cu); }
+
+static int cuda_windows_per_call(const lmc_backend *b, int seqlen)
+{
+    return seqlen > 0 ? cm_of(b)->max_tokens / seqlen : 0;
+}
+
+static int cuda_windows_nll(lmc_backend *b, const int32_t *ids, int nwin, int seqlen, double *nll,
                             lmc_error *err)
 {
-    if (n > cm->max_tokens || (cm->cfg.arch != LMC_ARCH_LLAMA && n > cm->cfg.max_pos))
-        return lmc_fail(err, "window of %d tokens: too many", n);
-    for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= cm->cfg.vocab)
-            return lmc_fail(err, "token id %d at position %d is outside the vocabulary (%d)",
-                            (int)ids[i], i, cm->cfg.vocab);
+    return windows_nll(cm_of(b), ids, nwin, seqlen, nll, err);
+}
+
+static int cuda_logits(lmc_backend *b, const int32_t *ids, int n, float *logits, lmc_error *err)
+{
+    lmc_cuda_model *cm = cm_of(b);
+    if (n > cm->max_tokens)
+        return lmc_fail(err, "window of %d tokens: the device buffers hold %d", n,
+                        cm->max_tokens);
     return lmc_cu_forward_logits(cm->cu, ids, n, logits, err);
+}
+
+static const char *cuda_nonfinite_hint(const lmc_backend *b)
+{
+    const lmc_cuda_model *cm = cm_of(b);
+    if (cm->prec == LMC_PREC_FP32)
+        return "(try --device cpu)";
+    return cm->res == LMC_RESIDUAL_HALF ? "(overflow of the half residual? try --residual fp32 "
+                                          "or --precision fp32)"
+                                        : "(overflow? try --precision fp32)";
+}
+
+static int cuda_bench_gemm(const lmc_config *c, int tokens, lmc_precision p, lmc_residual res,
+                           lmc_gemm_rate *rates, int *n_rates, double *mix_gflops, lmc_error *err)
+{
+    if (check_config(c, "model", err) < 0)
+        return -1;
+    lmc_cu_dims d;
+    dims_of(c, 0, 0, &d);
+    lmc_cu_gemm_rate r[8];
+    int n;
+    int window = tokens < c->max_pos ? tokens : c->max_pos;
+    lmc_precision rp = lmc_precision_resolve(p, c);
+    int res_half = lmc_residual_resolve(res, rp) == LMC_RESIDUAL_HALF;
+    double mix;
+    if (lmc_cu_bench_gemm(&d, tokens, window, (int)rp, res_half, r, &n, &mix, err) < 0)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        memset(&rates[i], 0, sizeof rates[i]);
+        memcpy(rates[i].name, r[i].name, sizeof rates[i].name); /* both char[16] */
+        rates[i].name[sizeof rates[i].name - 1] = 0;
+        rates[i].m = r[i].m;
+        rates[i].n = r[i].n;
+        rates[i].k = r[i].k;
+        rates[i].per_forward = r[i].per_forward;
+        rates[i].gflops = r[i].tflops * 1e3;
+        rates[i].is_attention = r[i].is_attention;
+    }
+    *n_rates = n;
+    *mix_gflops = mix * 1e3;
+    return 0;
+}
+
+/* ---- calibration: one block at a time (the device side: calib.cu) ---- */
+
+static int cuda_load_block(lmc_backend *b, int layer, lmc_error *err)
+{
+    lmc_cuda_model *cm = cm_of(b);
+    lmc_cu_release_blocks(cm->cu);
+    if (load_block(cm, b->model, layer, err) < 0)
+        return -1;
+    lmc_cu_upload_done(cm->cu);
+    return lmc_cu_calib_set_block(cm->cu, layer, err);
+}
+
+static int cuda_acts_new(lmc_acts *a, const int32_t *ids, lmc_error *err)
+{
+    lmc_cuda_model *cm = cm_of(a->b);
+    lmc_cu_acts *ca;
+    if (lmc_cu_acts_new(cm->cu, ids, a->nwin, a->seqlen, &ca, err) < 0)
+        return -1;
+    a->impl = ca;
+    /* embeddings are needed once: their device memory goes back */
+    lmc_cu_release_embed(cm->cu);
+    return 0;
+}
+
+static void cuda_acts_free(lmc_acts *a) { lmc_cu_acts_free(a->impl); }
+
+static int cuda_acts_host(lmc_acts *a, const float **x, lmc_error *err)
+{
+    return lmc_cu_acts_host(a->impl, x, err);
+}
+
+static int cuda_block_forward(lmc_backend *b, lmc_acts *a, lmc_block_stats *st, lmc_error *err)
+{
+    lmc_cuda_model *cm = cm_of(b);
+    if (!st)
+        return lmc_cu_calib_forward(cm->cu, a->impl, NULL, err);
+    lmc_cu_stats cs;
+    memset(&cs, 0, sizeof cs);
+    cs.want_hessian = (st->flags & LMC_STAT_HESSIAN) != 0;
+    cs.want_abs_sum = (st->flags & LMC_STAT_ABS_MEAN) != 0;
+    cs.want_abs_max = (st->flags & LMC_STAT_ABS_MAX) != 0;
+    cs.want_sq_sum = (st->flags & LMC_STAT_SQ_SUM) != 0;
+    for (int s = 0; s < LMC_SITE_COUNT; s++) {
+        lmc_site_stats *ss = &st->site[s];
+        if (ss->dim != lmc_site_dim(&cm->cfg, (lmc_site)s))
+            return lmc_fail(err, "statistics of site %s: %lld columns, the model has %lld",
+                            lmc_site_name((lmc_site)s), (long long)ss->dim,
+                            (long long)lmc_site_dim(&cm->cfg, (lmc_site)s));
+        cs.xtx[s] = ss->xtx; /* NULL when kept on the device only */
+        cs.abs_sum[s] = ss->abs_sum;
+        cs.abs_max[s] = ss->abs_max;
+        cs.sq_sum[s] = ss->sq_sum;
+    }
+    if (lmc_cu_calib_forward(cm->cu, a->impl, &cs, err) < 0)
+        return -1;
+    for (int s = 0; s < LMC_SITE_COUNT; s++)
+        st->site[s].ntok = cs.ntok[s];
+    st->seconds += cs.seconds;
+    return 0;
+}
+
+lmc_cu *lmc_cuda_backend_cu(lmc_backend *b)
+{
+    return b && lmc_backend_device(b) == LMC_DEVICE_CUDA ? cm_of(b)->cu : NULL;
+}
+
+const lmc_backend_ops lmc_backend_cuda_ops = {
+    .device = LMC_DEVICE_CUDA,
+    .available = cuda_available,
+    .open = cuda_open,
+    .close = cuda_close,
+    .bytes = cuda_bytes,
+    .peak_bytes = cuda_peak,
+    .windows_per_call = cuda_windows_per_call,
+    .windows_nll = cuda_windows_nll,
+    .logits = cuda_logits,
+    .nonfinite_hint = cuda_nonfinite_hint,
+    .acts_new = cuda_acts_new,
+    .acts_free = cuda_acts_free,
+    .acts_host = cuda_acts_host,
+    .load_block = cuda_load_block,
+    .block_forward = cuda_block_forward,
+    .bench_gemm = cuda_bench_gemm,
+};
+
+/* ---- for tests (test_hooks.h) ---- */
+
+int lmc_cuda_forward_block(lmc_backend *b, int layer, float *x, int n, lmc_error *err)
+{
+    lmc_cuda_model *cm = cm_of(b);
+    if (n > cm->max_tokens || (cm->cfg.learned_pos && n > cm->cfg.max_pos))
+        return lmc_fail(err, "block %d: %d tokens, too many", layer, n);
+    return lmc_cu_forward_block(cm->cu, layer, x, n, err);
 }
 
 /* ---- kernel tests ---- */
@@ -543,7 +641,7 @@ int lmc_cuda_test_attention(const lmc_config *c, const float *q, const float *k,
                             float *ctx, int nwin, int S, int kind, lmc_precision p,
                             lmc_error *err)
 {
-    if (check_config(c, err) < 0)
+    if (check_config(c, "config", err) < 0)
         return -1;
     lmc_cu_dims d;
     dims_of(c, 0, 0, &d);
@@ -556,7 +654,7 @@ int lmc_cuda_test_attention_rope(const lmc_config *c, const float *q, const floa
                                  const float *v, float *ctx, int nwin, int S, int in_kernel,
                                  lmc_precision p, lmc_error *err)
 {
-    if (check_config(c, err) < 0)
+    if (check_config(c, "config", err) < 0)
         return -1;
     lmc_cu_dims d;
     dims_of(c, 0, 0, &d);
@@ -584,37 +682,3 @@ int lmc_cuda_test_row_nll(const float *logits, int rows, int V, const int32_t *t
     return lmc_cu_test_row_nll(logits, rows, V, targets, prec_of(p) == LMC_PREC_FP16, nll, err);
 }
 
-int lmc_cuda_bench_gemm(const lmc_config *c, int tokens, lmc_precision p, lmc_residual res,
-                        lmc_cuda_gemm_rate *rates, int *n_rates, double *mix_tflops,
-                        lmc_error *err)
-{
-    *n_rates = 0;
-    *mix_tflops = 0;
-    if (check_config(c, err) < 0)
-        return -1;
-    lmc_cu_dims d;
-    dims_of(c, 0, 0, &d);
-    lmc_cu_gemm_rate r[8];
-    int n;
-    int window = tokens < c->max_pos ? tokens : c->max_pos;
-    lmc_precision rp = lmc_precision_resolve(p, c);
-    int res_half = lmc_residual_resolve(res, rp) == LMC_RESIDUAL_HALF;
-    if (lmc_cu_bench_gemm(&d, tokens, window, (int)rp, res_half, r, &n, mix_tflops, err) < 0)
-        return -1;
-    for (int i = 0; i < n; i++) {
-        memcpy(rates[i].name, r[i].name, sizeof rates[i].name); /* both char[16] */
-        rates[i].name[sizeof rates[i].name - 1] = 0;
-        rates[i].m = r[i].m;
-        rates[i].n = r[i].n;
-        rates[i].k = r[i].k;
-        rates[i].per_forward = r[i].per_forward;
-        rates[i].tflops = r[i].tflops;
-        rates[i].is_attention = r[i].is_attention;
-    }
-    *n_rates = n;
-    return 0;
-}
-
-#else
-typedef int lmc_forward_cuda_c_unused; /* ISO C: no empty translation unit */
-#endif /* LMC_HAVE_CUDA */

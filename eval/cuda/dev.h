@@ -13,7 +13,7 @@
 extern "C" { /* error.h is C: its functions keep C linkage in the .cu */
 #endif
 
-#include "../core/error.h"
+#include "../../core/error.h"
 
 typedef struct lmc_cu_dims {
     int vocab, hidden, n_layers, n_heads, n_kv_heads, head_dim, ffn;
@@ -44,12 +44,20 @@ typedef struct lmc_cu lmc_cu;
 /* A usable device (compute capability >= 8.0); name may be NULL. */
 int lmc_cu_device(char *name, size_t name_len, lmc_error *err);
 
-/* Allocates every matrix and the activations for max_tokens tokens. */
-/* res_half: the residual stream in the compute type (prec fp16/bf16 only). */
-int lmc_cu_new(const lmc_cu_dims *d, int prec, int res_half, int max_tokens, lmc_cu **out,
-               lmc_error *err);
+/* Allocates the embeddings (and head) and the activations for max_tokens
+ * tokens; block matrices are allocated by their first upload. res_half:
+ * the residual stream in the compute type (prec fp16/bf16 only). calib: for
+ * calibration (no head, no logits, an fp32 residual, lmc_cu_calib_*). */
+int lmc_cu_new(const lmc_cu_dims *d, int prec, int res_half, int max_tokens, int calib,
+               lmc_cu **out, lmc_error *err);
 void lmc_cu_free(lmc_cu *cu);
+/* Device memory held by lmc's own buffers now, and the most held. */
 size_t lmc_cu_bytes(const lmc_cu *cu);
+size_t lmc_cu_peak_bytes(const lmc_cu *cu);
+/* Frees every block's matrices, factors and vectors (calibration holds one
+ * block at a time), or the embeddings (after the calibration embedding). */
+void lmc_cu_release_blocks(lmc_cu *cu);
+void lmc_cu_release_embed(lmc_cu *cu);
 
 /* n values from host src (type src_type) into matrix `which` of `layer`
  * (ignored for EMBED/HEAD) at element offset off, converted on the device.
@@ -117,6 +125,38 @@ typedef struct lmc_cu_gemm_rate {
 int lmc_cu_bench_gemm(const lmc_cu_dims *d, int tokens, int window, int prec, int res_half,
                       lmc_cu_gemm_rate *rates, int *n_rates, double *mix_tflops,
                       lmc_error *err);
+
+/* ---- calibration (calib.cu) ---- */
+
+/* The activations of nwin windows of S tokens, fp32 on the device. */
+typedef struct lmc_cu_acts lmc_cu_acts;
+/* Embeds ids[nwin][S] (checked by the caller) into new activations. */
+int lmc_cu_acts_new(lmc_cu *cu, const int32_t *ids, int nwin, int S, lmc_cu_acts **out,
+                    lmc_error *err);
+void lmc_cu_acts_free(lmc_cu_acts *a);
+/* Host copy [nwin][S][hidden], owned by a, valid until the next forward. */
+int lmc_cu_acts_host(lmc_cu_acts *a, const float **x, lmc_error *err);
+/* The block whose weights were just uploaded is `layer`. */
+int lmc_cu_calib_set_block(lmc_cu *cu, int layer, lmc_error *err);
+/* The statistics a calibration forward accumulates and downloads: per site
+ * (lmc_site order: attn_in, attn_out, ffn_in, ffn_mid) host arrays in
+ * double, NULL where not wanted (eval/stats.h's lmc_site_stats fields);
+ * hessian_dev: keep Sum x x^T on the device (lmc_cu_site_hessian) even
+ * when its host array is NULL. */
+typedef struct lmc_cu_stats {
+    int want_hessian, want_abs_sum, want_abs_max, want_sq_sum;
+    double *xtx[4], *abs_sum[4], *abs_max[4], *sq_sum[4];
+    int64_t ntok[4];  /* out: rows accumulated per site */
+    double seconds;   /* out: device time of the accumulation */
+} lmc_cu_stats;
+/* Runs the block set last on every window of a. st != NULL: accumulates
+ * into fresh sums (a unchanged); st == NULL: the outputs replace a's
+ * activations. */
+int lmc_cu_calib_forward(lmc_cu *cu, lmc_cu_acts *a, lmc_cu_stats *st, lmc_error *err);
+/* Site s's Sum x x^T of the last observed forward, double [dim][dim] on the
+ * device (valid until the next observed forward), its dim and rows. */
+int lmc_cu_site_hessian(lmc_cu *cu, int s, const double **H, int64_t *dim, int64_t *ntok,
+                        lmc_error *err);
 
 #ifdef __cplusplus
 }

@@ -1,12 +1,12 @@
-/* The CUDA evaluator's matrix products (see gemm_cuda.h). Layout: with
+/* The CUDA evaluator's matrix products (see gemm.cuh). Layout: with
  * row-major X[M][K], W[N][K], Y[M][N], cuBLAS's column-major view is
  * Y^T[N][M] = W^T . X^T: op(A) = A^T with A = W (K x N, ld K), B = X
  * (K x M, ld K), C = Y (N x M, ld N). */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include "cuda_check.h"
-#include "gemm_cuda.h"
+#include "check.h"
+#include "gemm.cuh"
 
 struct lmc_gemm {
     cublasHandle_t h;
@@ -63,3 +63,19 @@ int lmc_gemm_run(lmc_gemm *g, const void *X, const void *W, void *Y, int M, int 
 {
     return lmc_gemm_run_ld(g, X, K, W, K, Y, N, M, N, K, tin, tout, beta, err);
 }
+
+int lmc_gemm_xtx(lmc_gemm *g, const void *X, int n, int d, cudaDataType tin, float *H,
+                 lmc_error *err)
+{
+    /* column-major, X^T is [d][n] with ld d: H = X^T (X^T)^T, symmetric, so
+     * its column-major and row-major layouts agree */
+    float alpha = 1.0f, beta = 1.0f;
+    cublasComputeType_t ct = g->pedantic ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F;
+    BLAS_OK(cublasGemmEx(g->h, CUBLAS_OP_N, CUBLAS_OP_T, d, d, n, &alpha, X, tin, d, X, tin, d,
+                         &beta, H, CUDA_R_32F, d, ct, CUBLAS_GEMM_DEFAULT),
+            "GemmEx (x x^T)");
+    return 0;
+}
+
+cublasHandle_t lmc_gemm_handle(lmc_gemm *g) { return g->h; }
+

@@ -12,7 +12,7 @@
 #include <library_types.h>
 
 extern "C" { /* error.h is C */
-#include "../core/error.h"
+#include "../../core/error.h"
 }
 
 struct lmc_gemm;
@@ -28,5 +28,13 @@ int lmc_gemm_run(lmc_gemm *g, const void *X, const void *W, void *Y, int M, int 
 int lmc_gemm_run_ld(lmc_gemm *g, const void *X, int ldx, const void *W, int ldw, void *Y,
                     int ldy, int M, int N, int K, cudaDataType tin, cudaDataType tout,
                     float beta, lmc_error *err);
+
+/* H[d][d] += X^T X for X[n][d] row-major (statistics: fp32 accumulation,
+ * tensor cores for 16-bit X, pedantic fp32 otherwise). */
+int lmc_gemm_xtx(lmc_gemm *g, const void *X, int n, int d, cudaDataType tin, float *H,
+                 lmc_error *err);
+/* The engine's cuBLAS handle (its stream and workspace set), for solvers. */
+#include <cublas_v2.h>
+cublasHandle_t lmc_gemm_handle(lmc_gemm *g);
 
 #endif

@@ -1,0 +1,36 @@
+/* Launchers of the elementwise and row kernels (kernels.cu), instantiated
+ * for weights T in {float, f16, bf16} and a residual R in {float, T}. */
+#ifndef LMC_CUDA_KERNELS_CUH
+#define LMC_CUDA_KERNELS_CUH
+
+#include "common.cuh"
+
+/* lmc_act's values (core/model.h) */
+enum { ACT_SILU = 1, ACT_RELU = 2, ACT_GELU_NEW = 3, ACT_GELU = 4 };
+
+int norm_threads(int H);
+/* x[t] = E[ids[t]] (+ P[t % S + pos_off]), n rows */
+template <typename T, typename R>
+void launch_embed(const int32_t *ids, const T *E, const float *P, int pos_off, int S, int H, R *x,
+                  int n, cudaStream_t st);
+/* per row: x += badd (stored back, may be NULL), y = norm(x) as lmc_op_norm */
+template <typename T, typename R>
+void launch_norm(R *x, const float *badd, T *y, int n, int H, const float *w, const float *b,
+                 int rms, float eps, cudaStream_t st);
+/* qkv rows [n][q | k | v]: + bias (may be NULL), RoPE when cs is not NULL;
+ * k_only: RoPE of the k heads alone, no bias (attention rotates Q) */
+template <typename T>
+void launch_qkv_post(const lmc_cu_dims *d, T *qkv, const float *bias, int n, int S,
+                     const float *cs, const float *sn, int k_only, cudaStream_t st);
+/* a[n][F] = act(g + bg) * (u + bu) (gated: gu rows g | u) or act(u + bu) */
+template <typename T>
+void launch_act(const T *gu, const float *bias, T *a, int n, int F, int gated, int act,
+                cudaStream_t st);
+/* out[r] = -log softmax(logits[r])[targets[r]], 0 where targets[r] < 0 */
+template <typename L>
+void launch_row_nll(const L *logits, int V, const int32_t *targets, double *out, int rows,
+                    cudaStream_t st);
+/* win[w] = sum of row_nll over window w's S rows, in a fixed order */
+void launch_window_sum(const double *row_nll, int S, double *win, int nwin, cudaStream_t st);
+
+#endif
