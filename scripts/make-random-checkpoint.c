@@ -2,9 +2,9 @@
  * a Hugging Face checkpoint directory of a real model shape with random
  * weights, laid out as save_pretrained writes it.
  *
- *   make-random-checkpoint-bin --check SHAPE OUT_DIR [options]
+ *   build/tools/make-random-checkpoint --check SHAPE OUT_DIR [options]
  *       validates the arguments (exit 2 with one line when bad), prints OUT_DIR
- *   make-random-checkpoint-bin --into TMP_DIR SHAPE OUT_DIR [options]
+ *   build/tools/make-random-checkpoint --into TMP_DIR SHAPE OUT_DIR [options]
  *       writes every file into TMP_DIR (the script renames it to OUT_DIR)
  *
  * Weights are streamed: each tensor is drawn in chunks of CHUNK elements,
@@ -18,6 +18,7 @@
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -238,7 +239,10 @@ static tensor *list_tensors(const opts *o, int *n_out)
     return t;
 }
 
-static int64_t numel(const tensor *t) { return t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1]; }
+static int64_t numel(const tensor *t)
+{
+    return t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1];
+}
 
 /* Shards in module order, about equal in bytes; never an empty one. */
 static void assign_shards(tensor *t, int n, int shards)
@@ -980,6 +984,8 @@ int main(int argc, char **argv)
         printf("%s\n", o.out);
         return 0;
     }
+    /* past a file-size limit, a write error with the file's name, not a silent death */
+    signal(SIGXFSZ, SIG_IGN);
     lmc_error err;
     if (write_all(argv[2], &o, &err) != 0) {
         fprintf(stderr, "make-random-checkpoint: %s\n", err.msg);
