@@ -98,9 +98,11 @@ asan-check:
 	    tests/cli/tokenize.sh
 
 # GPU tests (on a machine with an NVIDIA GPU): every CUDA kernel against the
-# CPU path; prints SKIP and passes without a GPU.
+# CPU path, every pass's GPU container against its CPU one; prints SKIP and
+# passes without a GPU.
 cuda-check: $(B)/lmc $(B)/tests/test_cuda
 	$(B)/tests/test_cuda
+	tests/cuda/passes.sh
 
 bench: $(B)/lmc
 	scripts/bench-eval

@@ -218,6 +218,7 @@ int lmc_pass_cli_run(lmc_pass_cli *c, const lmc_pass *p)
                      win.n, win.seqlen, c->calib_path, (long long)win.source_tokens);
     }
 
+    double t_loaded = lmc_now(); /* model, text, tokenization, windows */
     summary = cJSON_CreateObject();
     lmc_driver_opts dopt;
     lmc_driver_opts_default(&dopt);
@@ -252,8 +253,13 @@ int lmc_pass_cli_run(lmc_pass_cli *c, const lmc_pass *p)
     cJSON_AddItemToObject(prov, "seconds",
                           cJSON_Duplicate(cJSON_GetObjectItem(summary, "seconds"), 1));
     prov_text = cJSON_PrintUnformatted(prov);
+    double t_write = lmc_now();
     if (lmc_container_write(m, c->out_path, prov_text, &err))
         goto out;
+    t_write = lmc_now() - t_write;
+    cJSON *secs = cJSON_GetObjectItem(summary, "seconds");
+    cJSON_AddNumberToObject(secs, "load", t_loaded - t0);
+    cJSON_AddNumberToObject(secs, "write", t_write);
 
     cJSON_AddStringToObject(summary, "pass", p->name);
     cJSON_AddStringToObject(summary, "output", c->out_path);

@@ -45,6 +45,14 @@ void lmc_pack_bits(const uint8_t *codes, int64_t n, int bits, uint8_t *dst)
         memcpy(dst, codes, (size_t)n);
         return;
     }
+    if (bits == 4) { /* the common case, two codes a byte */
+        int64_t i = 0;
+        for (; i + 1 < n; i += 2)
+            dst[i >> 1] = (uint8_t)(codes[i] | codes[i + 1] << 4);
+        if (i < n)
+            dst[i >> 1] = codes[i];
+        return;
+    }
     uint64_t acc = 0;
     int have = 0;
     size_t o = 0;
@@ -113,6 +121,9 @@ void lmc_qgroup_pack(const lmc_encoding *e, int64_t rows, int64_t cols, const ui
     lmc_qgroup_layout_of(e, rows, cols, &l);
     memset(blob, 0, l.nbytes);
     const unsigned maxq = (1u << e->bits) - 1;
+    (void)maxq; /* asserts only */
+    /* rows pack independently: 8B-class blocks hold ~2e8 codes */
+#pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         const uint8_t *cr = codes + r * cols;
         for (int64_t c = 0; c < cols; c++)

@@ -24,7 +24,7 @@ extern "C" {
 }
 
 #define FULL 0xffffffffu
-#define MAX_BS 256
+#define MAX_BS 128 /* U block of 64 KB in shared memory */
 
 struct lmc_cuda_hinv {
     lmc_cu *cu;
@@ -569,7 +569,7 @@ static int launch_block(const blk_args &a, cudaStream_t st, lmc_error *err)
         break;                                                                                \
     }
     switch (K) {
-        LAUNCH(1) LAUNCH(2) LAUNCH(3) LAUNCH(4) LAUNCH(5) LAUNCH(6) LAUNCH(7) LAUNCH(8)
+        LAUNCH(1) LAUNCH(2) LAUNCH(3) LAUNCH(4)
     default: return lmc_fail(err, "solver: block of %d columns (at most %d)", a.count, MAX_BS);
     }
 #undef LAUNCH

@@ -6,7 +6,7 @@
  * its inverse come from cuSOLVER (double, as on the CPU). CUDA builds only.
  *
  * The per-column loop runs one warp per weight row with the block's
- * U[i1:i2, i1:i2] in shared memory; blocks of at most 256 columns. */
+ * U[i1:i2, i1:i2] in shared memory; blocks of at most 128 columns. */
 #ifndef LMC_SOLVER_CUDA_H
 #define LMC_SOLVER_CUDA_H
 

@@ -25,6 +25,8 @@ struct calib_state {
     double *H[4];               /* Sum x x^T, [dim][dim] */
     float *Hc;                  /* one chunk's Sum x x^T (fp32), the widest site */
     double *asum[4], *sq[4];    /* [dim] */
+    double *part;               /* per row split partial sums [2][splits][dim], widest site */
+    size_t part_elems;
     unsigned *amax[4];          /* [dim], float bits of max |x| */
     std::vector<cudaEvent_t> ev; /* pairs around each accumulation */
     size_t ev_used;
@@ -45,6 +47,8 @@ static int state(lmc_cu *cu, lmc_error *err)
     memset(cu->cs->H, 0, sizeof cu->cs->H);
     cu->cs->layer = -1;
     cu->cs->Hc = NULL;
+    cu->cs->part = NULL;
+    cu->cs->part_elems = 0;
     for (int s = 0; s < 4; s++) {
         cu->cs->dim[s] = site_dim(&cu->d, s);
         cu->cs->ntok[s] = 0;
@@ -148,9 +152,10 @@ extern "C" int lmc_cu_calib_set_block(lmc_cu *cu, int layer, lmc_error *err)
 
 /* ---- statistics ---- */
 
-/* Per column j over rows [r0, r1): Sum |x|, Sum x^2 (double), max |x|. */
+/* Per column j over the rows of split blockIdx.y: Sum |x| and Sum x^2 in
+ * double into part[0 / 1][split][j], max |x| into amax. */
 template <typename T>
-__global__ void k_colstats(const T *x, int n, int dim, int rows_per, double *asum, double *sq,
+__global__ void k_colstats(const T *x, int n, int dim, int rows_per, double *part,
                            unsigned *amax)
 {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
@@ -165,12 +170,29 @@ __global__ void k_colstats(const T *x, int n, int dim, int rows_per, double *asu
         q += (double)v * v;
         m = fmaxf(m, v);
     }
-    if (asum)
-        atomicAdd(&asum[j], s);
-    if (sq)
-        atomicAdd(&sq[j], q);
-    if (amax) /* non-negative floats order as their bits */
+    size_t splits = gridDim.y;
+    part[(size_t)blockIdx.y * dim + j] = s;
+    part[(splits + blockIdx.y) * dim + j] = q;
+    if (amax) /* non-negative floats order as their bits: max is order-free */
         atomicMax(&amax[j], __float_as_uint(m));
+}
+
+/* The splits' partial sums added in a fixed order: the same statistics on
+ * every run. */
+__global__ void k_colsum(const double *part, int splits, int dim, double *asum, double *sq)
+{
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= dim)
+        return;
+    double s = 0, q = 0;
+    for (int k = 0; k < splits; k++) {
+        s += part[(size_t)k * dim + j];
+        q += part[((size_t)splits + k) * dim + j];
+    }
+    if (asum)
+        asum[j] += s;
+    if (sq)
+        sq[j] += q;
 }
 
 /* acc[i] += c[i] (double += fp32). */
@@ -227,12 +249,22 @@ static int observe_t(lmc_cu *cu, const lmc_cu_stats *w, int s, const T *x, int n
         LAUNCH_OK("statistics");
     }
     if (w->want_abs_sum || w->want_abs_max || w->want_sq_sum) {
-        int rows_per = std::max(16, (n + 255) / 256);
-        dim3 g((dim + 255) / 256, (n + rows_per - 1) / rows_per);
-        k_colstats<T><<<g, 256, 0, cu->st>>>(x, n, dim, rows_per,
-                                             w->want_abs_sum ? cs->asum[s] : NULL,
-                                             w->want_sq_sum ? cs->sq[s] : NULL,
+        int rows_per = std::max(16, (n + 255) / 256), splits = (n + rows_per - 1) / rows_per;
+        size_t need = (size_t)2 * splits * dim;
+        if (need > cs->part_elems) {
+            dfree(cu, cs->part);
+            cs->part = NULL;
+            cs->part_elems = 0;
+            if (dalloc(cu, (void **)&cs->part, need * 8, "statistics", err) < 0)
+                return -1;
+            cs->part_elems = need;
+        }
+        dim3 g((dim + 255) / 256, splits);
+        k_colstats<T><<<g, 256, 0, cu->st>>>(x, n, dim, rows_per, cs->part,
                                              w->want_abs_max ? cs->amax[s] : NULL);
+        k_colsum<<<(dim + 255) / 256, 256, 0, cu->st>>>(cs->part, splits, dim,
+                                                       w->want_abs_sum ? cs->asum[s] : NULL,
+                                                       w->want_sq_sum ? cs->sq[s] : NULL);
         LAUNCH_OK("statistics");
     }
     if (e1)
