@@ -169,6 +169,7 @@ void lmc_prune_mask_rows(const float *score, int64_t rows, int64_t cols, double 
                          uint8_t *keep)
 {
     int64_t k = (int64_t)((double)cols * p);
+#pragma omp parallel for schedule(static) /* rows are independent */
     for (int64_t r = 0; r < rows; r++)
         lmc_prune_lowest(score + r * cols, cols, k, keep + r * cols);
 }
@@ -177,6 +178,7 @@ void lmc_prune_mask_nm(const float *score, int64_t rows, int64_t cols, int n, in
                        uint8_t *keep)
 {
     int prune = m - n;
+#pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c0 = 0; c0 < cols; c0 += m) {
             const float *s = score + r * cols + c0;
@@ -227,6 +229,7 @@ int lmc_wanda_mask(const float *w, int64_t rows, int64_t cols, const double *sq_
     }
     for (int64_t j = 0; j < cols; j++)
         norm[j] = (float)sqrt(sq_sum[j] / (double)ntok);
+#pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < cols; j++)
             s[r * cols + j] = fabsf(w[r * cols + j]) * norm[j];

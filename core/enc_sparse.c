@@ -275,11 +275,32 @@ static int sparse_to_f32(const lmc_encoding *e, const uint8_t *data, int64_t row
         return -1;
     if (e->inner == LMC_ENC_QGROUP)
         return sparse_q_to_f32(e, data, rows, cols, out, err);
-    size_t total = (size_t)rows * (size_t)cols;
     const uint8_t *vals = data + lmc_align4(lmc_sparse_mask_bytes(rows, cols));
-    int64_t j = 0;
-    for (size_t i = 0; i < total; i++)
-        out[i] = (data[i >> 3] >> (i & 7)) & 1 ? lmc_sparse_get_value(e->inner, vals, j++) : 0.0f;
+    /* rows in parallel: each starts at the values the rows before it keep */
+    int64_t *start = malloc((size_t)rows * sizeof *start);
+    if (!start)
+        return lmc_fail(err, "sparse: out of memory");
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t n = 0;
+        for (size_t i = (size_t)r * (size_t)cols; i < (size_t)(r + 1) * (size_t)cols; i++)
+            n += (data[i >> 3] >> (i & 7)) & 1;
+        start[r] = n;
+    }
+    int64_t acc = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t n = start[r];
+        start[r] = acc;
+        acc += n;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t j = start[r];
+        for (size_t i = (size_t)r * (size_t)cols; i < (size_t)(r + 1) * (size_t)cols; i++)
+            out[i] = (data[i >> 3] >> (i & 7)) & 1 ? lmc_sparse_get_value(e->inner, vals, j++)
+                                                   : 0.0f;
+    }
+    free(start);
     return 0;
 }
 
@@ -313,16 +334,47 @@ int lmc_sparse_encode(const float *w, const uint8_t *keep, int64_t rows, int64_t
     if (!b)
         return lmc_fail(err, "sparse: out of memory for %zu bytes", nb);
     uint8_t *vals = b + lmc_align4(lmc_sparse_mask_bytes(rows, cols));
-    int64_t j = 0;
-    for (size_t i = 0; i < total; i++) {
-        if (!keep[i])
-            continue;
-        b[i >> 3] |= (uint8_t)(1u << (i & 7));
-        if (lmc_sparse_put_value(inner, vals, j++, w[i], (int64_t)(i / (size_t)cols),
-                                 (int64_t)(i % (size_t)cols), err)) {
-            free(b);
-            return lmc_fail_prefix(err, "sparse");
-        }
+    size_t mbytes = (total + 7) / 8;
+#pragma omp parallel for schedule(static) /* by mask byte: rows may share one */
+    for (size_t k = 0; k < mbytes; k++) {
+        uint8_t m = 0;
+        for (size_t i = 8 * k; i < 8 * k + 8 && i < total; i++)
+            m |= (uint8_t)((keep[i] != 0) << (i & 7));
+        b[k] = m;
+    }
+    int64_t *start = malloc((size_t)rows * sizeof *start);
+    if (!start) {
+        free(b);
+        return lmc_fail(err, "sparse: out of memory");
+    }
+    int64_t acc = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        start[r] = acc;
+        for (int64_t c = 0; c < cols; c++)
+            acc += keep[r * cols + c] != 0;
+    }
+    int64_t bad = -1; /* first row whose value overflows (the message names the weight) */
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t j = start[r];
+        for (int64_t c = 0; c < cols; c++)
+            if (keep[r * cols + c] &&
+                lmc_sparse_put_value(inner, vals, j++, w[r * cols + c], r, c, NULL)) {
+#pragma omp critical
+                if (bad < 0 || r < bad)
+                    bad = r;
+                break;
+            }
+    }
+    free(start);
+    if (bad >= 0) { /* again serially for the message */
+        int64_t j = 0;
+        for (int64_t c = 0; c < cols; c++)
+            if (keep[bad * cols + c] &&
+                lmc_sparse_put_value(inner, vals, j++, w[bad * cols + c], bad, c, err))
+                break;
+        free(b);
+        return lmc_fail_prefix(err, "sparse");
     }
     *e = enc;
     *blob = b;

@@ -53,14 +53,17 @@ uint16_t lmc_f32_to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
+/* whole tensors: 8B-class blocks convert ~2e8 values at a time */
 void lmc_f16_to_f32_n(const uint16_t *src, float *dst, size_t n)
 {
+#pragma omp parallel for schedule(static) if (n > 1 << 20)
     for (size_t i = 0; i < n; i++)
         dst[i] = lmc_f16_to_f32(src[i]);
 }
 
 void lmc_bf16_to_f32_n(const uint16_t *src, float *dst, size_t n)
 {
+#pragma omp parallel for schedule(static) if (n > 1 << 20)
     for (size_t i = 0; i < n; i++)
         dst[i] = lmc_bf16_to_f32(src[i]);
 }

@@ -26,6 +26,7 @@
 #include "../core/model.h"
 #include "../eval/forward.h"
 #include "../eval/backend.h"
+#include "../formats/arch.h"
 #ifdef LMC_HAVE_CUDA
 #include "../eval/cuda/test_hooks.h"
 #endif
@@ -240,6 +241,7 @@ static lmc_config attn_config(int nh, int nkv, int hd)
     c.act = LMC_ACT_SILU;
     c.rope_type = LMC_ROPE_DEFAULT;
     c.rope_theta = 10000;
+    lmc_arch_caps(&c, NULL);
     return c;
 }
 
