@@ -241,6 +241,8 @@ static lmc_config attn_config(int nh, int nkv, int hd)
     c.act = LMC_ACT_SILU;
     c.rope_type = LMC_ROPE_DEFAULT;
     c.rope_theta = 10000;
+    snprintf(c.model_type, sizeof c.model_type, "llama");
+    c.bos_id = c.eos_id = -1;
     lmc_arch_caps(&c, NULL);
     return c;
 }

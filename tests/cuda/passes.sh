@@ -5,6 +5,11 @@
 # and gpt2-s at the references' pass settings. Both containers are evaluated
 # the same way: on the GPU at fp32 (1e-7 from the CPU evaluator), on the CPU
 # for W8A8 / LLM.int8() (no GPU kernel for them yet).
+# Settings whose result moves with the last bit of the Hessian get 0.5%:
+# 2-bit GPTQ, N:M and joint sparse+quantized SparseGPT. Measured on llama-s,
+# 2-bit g64, 32 windows: the CPU result itself moves 0.25% when H is
+# perturbed by 1e-7 relative (its fp32 rounding) and 0.19% between two CPUs
+# (OpenBLAS kernels), so 0.1% cannot separate the devices there.
 # LMC_PASSES_NSAMPLES (default 32) calibration windows of 1024 tokens: the
 # CPU runs dominate the test's time. LMC_PASSES_MODELS and LMC_PASSES_ONLY
 # (pass names) narrow the models and passes.
@@ -39,22 +44,32 @@ for m in $MODELS; do
         if [ -n "${LMC_PASSES_ONLY:-}" ]; then
             case " $LMC_PASSES_ONLY " in *" ${c%% *} "*) ;; *) continue ;; esac
         fi
-        ev=cuda
+        ev=cuda tol=$TOL
         case $c in smoothquant*|int8*) ev=cpu ;; esac
+        case $c in *"--bits 2"*|*"--nm"*|"sparsegpt"*"--bits"*) tol=${LMC_PASSES_TOL_SENSITIVE:-0.005} ;; esac
         t0=$(date +%s.%N)
         $LMC $c "$S/models/$m" -o "$tmp/cpu.lmc" --calib data/calib.txt --nsamples "$N" \
             --seqlen 1024 --device cpu -q >/dev/null 2>"$tmp/err" ||
             { echo "FAIL: $m $c on the CPU: $(tail -1 "$tmp/err")"; fails=$((fails + 1)); continue; }
         t1=$(date +%s.%N)
+        if [ "$c" = int8 ]; then
+            # LLM.int8()'s block cannot run on the GPU yet (no int8 kernel), so
+            # the calibration forward refuses it: one line, exit 1, no output
+            expect 1 "encoding int8 has no CUDA kernel yet" $LMC $c "$S/models/$m" \
+                -o "$tmp/gpu.lmc" --nsamples "$N" --seqlen 1024 --device cuda -q
+            [ ! -e "$tmp/gpu.lmc" ] || fail "int8 on the GPU left $tmp/gpu.lmc"
+            printf '%-8s %-40s %12s\n' "$m" "$c" "refused on the GPU (no int8 kernel)"
+            continue
+        fi
         $LMC $c "$S/models/$m" -o "$tmp/gpu.lmc" --calib data/calib.txt --nsamples "$N" \
             --seqlen 1024 --device cuda -q >/dev/null 2>"$tmp/err" ||
             { echo "FAIL: $m $c on the GPU: $(tail -1 "$tmp/err")"; fails=$((fails + 1)); continue; }
         t2=$(date +%s.%N)
         a=$(ppl "$tmp/cpu.lmc" $ev) b=$(ppl "$tmp/gpu.lmc" $ev)
-        read -r rel ok < <(python3 -c "a,b=float('$a'),float('$b'); r=abs(b-a)/a; print(f'{r:.2e}', int(r <= $TOL))")
+        read -r rel ok < <(python3 -c "a,b=float('$a'),float('$b'); r=abs(b-a)/a; print(f'{r:.2e}', int(r <= $tol))")
         printf '%-8s %-40s %12.4f %12.4f %10s %8.1f %8.1f\n' "$m" "$c" "$a" "$b" "$rel" \
             "$(python3 -c "print($t1 - $t0)")" "$(python3 -c "print($t2 - $t1)")"
-        [ "$ok" = 1 ] || { echo "FAIL: $m $c: cuda ppl $b vs cpu $a (rel $rel > $TOL)"; fails=$((fails + 1)); }
+        [ "$ok" = 1 ] || { echo "FAIL: $m $c: cuda ppl $b vs cpu $a (rel $rel > $tol)"; fails=$((fails + 1)); }
         rm -f "$tmp/cpu.lmc" "$tmp/gpu.lmc"
     done
 done
