@@ -3,14 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-uint64_t lmc_splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Python's random module: MT19937 seeded by init_by_array over the 32-bit
  * words of the seed, randint(a, b) = a + randbelow(b - a + 1) by rejection
  * on getrandbits(bit_length). The GPTQ/SparseGPT/Wanda references draw

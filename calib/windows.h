@@ -25,7 +25,5 @@ int lmc_windows_sample(const int32_t *ids, int64_t ntok, int nsamples, int seqle
                        lmc_windows *out, const char *source, lmc_error *err);
 void lmc_windows_free(lmc_windows *w);
 
-/* Deterministic PRNG shared by everything seeded in lmc. */
-uint64_t lmc_splitmix64(uint64_t *state);
 
 #endif

@@ -25,10 +25,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "calib/windows.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/half.h"
+
+/* SplitMix64: seeds the per-chunk generators from (seed, tensor, chunk). */
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
 
 #define CHUNK ((size_t)1 << 20) /* elements per generator */
 #define TRANSFORMERS_VERSION "5.17.0" /* what ../shared's checkpoints were written with */
@@ -372,7 +380,7 @@ static void fill_chunk(const tensor *t, uint64_t seed, int64_t c, size_t n, doub
     uint64_t st = seed ^ fnv1a(t->name) ^ ((uint64_t)c * 0x9e3779b97f4a7c15ull);
     rng r;
     for (int k = 0; k < 4; k++)
-        r.s[k] = lmc_splitmix64(&st);
+        r.s[k] = splitmix64(&st);
     for (size_t i = 0; i < n; i += 2) {
         uint64_t u = next_u64(&r);
         float a = (float)(std * zig_normal32(&r, (uint32_t)u));
