@@ -44,12 +44,11 @@ static int prepare(lmc_block_hinv *b, const lmc_pass_ctx *ctx, const char *role,
         return lmc_fail(err, "statistics on a device this build cannot solve on");
 #endif
     }
-    double *H = lmc_site_hessian(&ctx->stats->site[s]);
-    if (!H)
+    const lmc_site_stats *st = &ctx->stats->site[s];
+    if (!st->xtx || st->ntok == 0)
         return lmc_fail(err, "no calibration statistics for %s", lmc_site_name(s));
-    int rc = lmc_hinv_prepare(H, cols, o, &b->hv[s], err);
-    free(H);
-    if (rc)
+    /* H = 2/N Sum x x^T, scaled as it is read: no copy of the largest matrix */
+    if (lmc_hinv_prepare_scaled(st->xtx, 2.0 / (double)st->ntok, cols, o, &b->hv[s], err))
         return -1;
     b->have[s] = 1;
     return 0;

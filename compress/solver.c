@@ -53,6 +53,12 @@ static void warnf(const lmc_solver_opts *o, const char *fmt, double a, double b)
 int lmc_hinv_prepare(const double *H, int64_t cols, const lmc_solver_opts *o, lmc_hinv *hv,
                      lmc_error *err)
 {
+    return lmc_hinv_prepare_scaled(H, 1.0, cols, o, hv, err);
+}
+
+int lmc_hinv_prepare_scaled(const double *H, double f, int64_t cols, const lmc_solver_opts *o,
+                            lmc_hinv *hv, lmc_error *err)
+{
     memset(hv, 0, sizeof *hv);
     const int64_t n = cols;
     if (n <= 0)
@@ -61,7 +67,7 @@ int lmc_hinv_prepare(const double *H, int64_t cols, const lmc_solver_opts *o, lm
         return lmc_fail(err, "solver: invalid damping %g (retries %d)", o->percdamp,
                         o->damp_retries);
     for (int64_t k = 0; k < n * n; k++)
-        if (!isfinite(H[k]))
+        if (!isfinite(H[k] * f))
             return lmc_fail(err, "solver: Hessian entry (%lld, %lld) is not finite",
                             (long long)(k / n), (long long)(k % n));
     hv->cols = n;
@@ -81,7 +87,7 @@ int lmc_hinv_prepare(const double *H, int64_t cols, const lmc_solver_opts *o, lm
     }
     /* Dead inputs (never nonzero in calibration): H_ii = 1, weights zeroed in run. */
     for (int64_t i = 0; i < n; i++) {
-        diag[i] = H[i * n + i];
+        diag[i] = H[i * n + i] * f;
         hv->perm[i] = (int32_t)i;
         if (diag[i] == 0) {
             hv->dead[i] = 1;
@@ -128,7 +134,7 @@ int lmc_hinv_prepare(const double *H, int64_t cols, const lmc_solver_opts *o, lm
             const int64_t pi = hv->perm[n - 1 - i];
             const double *hr = H + pi * n;
             for (int64_t j = 0; j < n; j++)
-                A[i * n + j] = hr[hv->perm[n - 1 - j]];
+                A[i * n + j] = hr[hv->perm[n - 1 - j]] * f;
             A[i * n + i] = diag[pi] + damp;
         }
         lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)n, A, (lapack_int)n);

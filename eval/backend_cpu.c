@@ -1,20 +1,34 @@
 /* The CPU backend, the reference every other backend is tested against:
  * weights decoded to fp32 (weights.c), the forward of forward_cpu.c on
- * OpenBLAS, the statistics of stats.c. */
+ * OpenBLAS, the statistics of stats.c.
+ *
+ * Evaluation decodes the whole model once, unless its fp32 copy would take
+ * more than half the memory the system has available (an 8B model is 32 GB
+ * in fp32): then it streams, decoding one block at a time and running a
+ * batch of windows (STREAM_WINDOWS) through it before the next, so that
+ * memory is one block plus the batch's activations. LMC_EVAL_STREAM=1
+ * forces streaming, =0 forbids it. Both give the same numbers. */
 #include "backend_impl.h"
 
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../core/clock.h"
+#include "../core/log.h"
 #include "../core/threads.h"
 #include "forward.h"
 #include "weights.h"
 
+#define STREAM_WINDOWS 64
+
 typedef struct cpu_state {
-    lmc_weights *w;     /* evaluation: the whole model */
+    lmc_weights *w;     /* evaluation: the whole model (streaming: all but the blocks) */
+    int streaming;      /* evaluation: blocks decoded one at a time */
+    float *sx;          /* streaming: activations of a batch of windows */
+    size_t sx_elems;
     lmc_weights shell;  /* calibration: cfg and embeddings only */
     float *embed, *pos; /* calibration: decoded embeddings (freed after the first acts) */
     lmc_block_w bw;     /* calibration: the loaded block */
@@ -50,6 +64,18 @@ static size_t cpu_peak(const lmc_backend *b)
     return n > s->peak ? n : s->peak;
 }
 
+/* Whether the fp32 model would take more than half the available memory. */
+static int stream_eval(const lmc_model *m)
+{
+    const char *e = getenv("LMC_EVAL_STREAM");
+    if (e && *e)
+        return strcmp(e, "0") != 0;
+    long pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || psz <= 0)
+        return 0;
+    return 4.0 * (double)lmc_model_params(m) > 0.5 * (double)pages * (double)psz;
+}
+
 static int cpu_open(lmc_backend *b, lmc_error *err)
 {
     if (b->opts.precision != LMC_PREC_AUTO && b->opts.precision != LMC_PREC_FP32)
@@ -64,8 +90,16 @@ static int cpu_open(lmc_backend *b, lmc_error *err)
     b->res = LMC_RESIDUAL_FP32;
     const lmc_model *m = b->model;
     if (b->opts.use == LMC_USE_EVAL) {
-        if (lmc_weights_prepare(m, &s->w, err) < 0)
+        s->streaming = stream_eval(m);
+        if ((s->streaming ? lmc_weights_prepare_outer(m, &s->w, err)
+                          : lmc_weights_prepare(m, &s->w, err)) < 0)
             goto fail;
+        if (s->streaming)
+            lmc_log(LMC_LOG_PROGRESS, "eval: decoding one block at a time (the fp32 model is "
+                                      "%.1f GB%s)",
+                    4.0 * (double)lmc_model_params(m) / 1e9,
+                    getenv("LMC_EVAL_STREAM") ? ", LMC_EVAL_STREAM" : ", over half the memory "
+                                                                      "available");
         return 0;
     }
     s->shell.model = m;
@@ -83,6 +117,7 @@ static void cpu_close(lmc_backend *b)
     if (!s)
         return;
     lmc_weights_free(s->w);
+    free(s->sx);
     lmc_block_w_release(&s->bw);
     free(s->embed);
     free(s->pos);
@@ -102,8 +137,42 @@ static int scratch_for(cpu_state *s, const lmc_config *c, int n, lmc_error *err)
 
 static int cpu_windows_per_call(const lmc_backend *b, int seqlen)
 {
-    (void)b, (void)seqlen;
-    return 1; /* one window per call: progress after each */
+    (void)seqlen;
+    /* one window per call (progress after each), a batch when streaming:
+     * each block is decoded once per call */
+    return ((const cpu_state *)b->impl)->streaming ? STREAM_WINDOWS : 1;
+}
+
+/* Decode the blocks one at a time (see the top of this file). */
+static int stream_nll(lmc_backend *b, const int32_t *ids, int nwin, int S, double *nll,
+                      lmc_error *err)
+{
+    cpu_state *s = b->impl;
+    const lmc_config *c = &b->model->cfg;
+    size_t per = (size_t)S * (size_t)c->hidden, need = (size_t)nwin * per;
+    if (need > s->sx_elems) {
+        free(s->sx);
+        s->sx_elems = 0;
+        if (!(s->sx = malloc(need * sizeof(float))))
+            return lmc_fail(err, "out of memory for %d windows of %d tokens", nwin, S);
+        s->sx_elems = need;
+    }
+    for (int k = 0; k < nwin; k++)
+        if (lmc_forward_embed(s->w, ids + (size_t)k * S, S, s->sx + k * per, err) < 0)
+            return -1;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (lmc_weights_prepare_block(b->model, l, &s->bw, err) < 0)
+            return -1;
+        for (int k = 0; k < nwin; k++)
+            if (lmc_forward_block(s->w, l, &s->bw, s->sx + k * per, S, s->s, NULL, NULL, err) < 0)
+                return -1;
+        lmc_block_w_release(&s->bw);
+    }
+    for (int k = 0; k < nwin; k++)
+        if (lmc_forward_head_nll(s->w, ids + (size_t)k * S, S, s->sx + k * per, s->s, &nll[k],
+                                 NULL, err) < 0)
+            return -1;
+    return 0;
 }
 
 static int cpu_windows_nll(lmc_backend *b, const int32_t *ids, int nwin, int S, double *nll,
@@ -112,6 +181,8 @@ static int cpu_windows_nll(lmc_backend *b, const int32_t *ids, int nwin, int S, 
     cpu_state *s = b->impl;
     if (scratch_for(s, &b->model->cfg, S, err) < 0)
         return -1;
+    if (s->streaming)
+        return stream_nll(b, ids, nwin, S, nll, err);
     for (int k = 0; k < nwin; k++)
         if (lmc_forward_window_nll(s->w, ids + (size_t)k * S, S, s->s, &nll[k], NULL, err) < 0)
             return -1;
@@ -124,6 +195,8 @@ static int cpu_logits(lmc_backend *b, const int32_t *ids, int n, float *logits, 
     double nll;
     if (scratch_for(s, &b->model->cfg, n, err) < 0)
         return -1;
+    if (s->streaming)
+        return lmc_fail(err, "logits of a streamed evaluation: not available");
     return lmc_forward_window_nll(s->w, ids, n, s->s, &nll, logits, err);
 }
 
@@ -207,8 +280,8 @@ static int cpu_block_forward(lmc_backend *b, lmc_acts *a, lmc_block_stats *st, l
     if (s->layer < 0)
         return lmc_fail(err, "no block loaded");
     size_t per = (size_t)a->seqlen * (size_t)b->model->cfg.hidden;
-    if (st)
-        lmc_block_stats_reset(st);
+    if (st && lmc_block_stats_reset(st, err))
+        return -1;
     for (int k = 0; k < a->nwin; k++) {
         float *x = c->x + (size_t)k * per;
         if (st) { /* the inputs stay: the block runs on a copy */

@@ -33,6 +33,12 @@ int lmc_forward_block(const lmc_weights *w, int layer, const lmc_block_w *bw, fl
 int lmc_forward_head(const lmc_weights *w, const float *x, int n, float *logits,
                      lmc_scratch *s, lmc_error *err);
 
+/* The window's NLL from its final hidden states x[n][hidden] (after the
+ * last block): final norm, head, -log p(ids[t+1] | ids[..t]) summed over
+ * t = 0..n-2 in double; logits_out (may be NULL) receives logits[n][vocab]. */
+int lmc_forward_head_nll(const lmc_weights *w, const int32_t *ids, int n, const float *x,
+                         lmc_scratch *s, double *nll, float *logits_out, lmc_error *err);
+
 /* Whole window: sum of -log p(ids[t+1] | ids[..t]) over t = 0..n-2, in double.
  * If logits_out is not NULL it receives logits[n][vocab]. */
 int lmc_forward_window_nll(const lmc_weights *w, const int32_t *ids, int n, lmc_scratch *s,

@@ -809,7 +809,17 @@ int lmc_forward_window_nll(const lmc_weights *w, const int32_t *ids, int n, lmc_
     for (int l = 0; l < c->n_layers; l++)
         if (lmc_forward_block(w, l, &w->blocks[l], s->x, n, s, NULL, NULL, err) < 0)
             return -1;
-    norm_par(s->x, s->xn, n, c->hidden, w->final_norm_w, w->final_norm_b, c->norm_is_rms,
+    return lmc_forward_head_nll(w, ids, n, s->x, s, nll, logits_out, err);
+}
+
+int lmc_forward_head_nll(const lmc_weights *w, const int32_t *ids, int n, const float *x,
+                         lmc_scratch *s, double *nll, float *logits_out, lmc_error *err)
+{
+    const lmc_config *c = w->cfg;
+    *nll = 0;
+    if (n < 1 || n > s->max_tokens)
+        return lmc_fail(err, "window of %d tokens, scratch holds %d", n, s->max_tokens);
+    norm_par(x, s->xn, n, c->hidden, w->final_norm_w, w->final_norm_b, c->norm_is_rms,
              c->norm_eps);
     /* the head in row chunks: the logits of a whole window need not exist
      * at once (n x vocab floats) unless the caller asks for them */

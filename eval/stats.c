@@ -30,10 +30,10 @@ int lmc_block_stats_init(lmc_block_stats *s, const lmc_config *cfg, unsigned fla
         st->dim = d;
         size_t dd = (size_t)d * (size_t)d;
         if (flags & LMC_STAT_HESSIAN) {
-            st->xtx = calloc(dd, sizeof(double));
-            st->tmp = malloc(dd * sizeof(float));
-            if (!st->xtx || !st->tmp)
+            if (!(st->xtx = calloc(dd, sizeof(double))))
                 goto oom;
+            if (dd > s->tmp_elems)
+                s->tmp_elems = dd; /* allocated by reset */
         }
         if (flags & LMC_STAT_ABS_MEAN && !(st->abs_sum = calloc((size_t)d, sizeof(double))))
             goto oom;
@@ -48,8 +48,10 @@ oom:
     return lmc_fail(err, "out of memory for calibration statistics");
 }
 
-void lmc_block_stats_reset(lmc_block_stats *s)
+int lmc_block_stats_reset(lmc_block_stats *s, lmc_error *err)
 {
+    if (s->tmp_elems && !s->tmp && !(s->tmp = malloc(s->tmp_elems * sizeof(float))))
+        return lmc_fail(err, "out of memory for calibration statistics");
     for (int k = 0; k < LMC_SITE_COUNT; k++) {
         lmc_site_stats *st = &s->site[k];
         size_t d = (size_t)st->dim;
@@ -63,6 +65,7 @@ void lmc_block_stats_reset(lmc_block_stats *s)
         if (st->sq_sum)
             memset(st->sq_sum, 0, d * sizeof(double));
     }
+    return 0;
 }
 
 void lmc_block_stats_free(lmc_block_stats *s)
@@ -70,11 +73,11 @@ void lmc_block_stats_free(lmc_block_stats *s)
     for (int k = 0; k < LMC_SITE_COUNT; k++) {
         lmc_site_stats *st = &s->site[k];
         free(st->xtx);
-        free(st->tmp);
         free(st->abs_sum);
         free(st->abs_max);
         free(st->sq_sum);
     }
+    free(s->tmp);
     memset(s, 0, sizeof *s);
 }
 
@@ -88,14 +91,14 @@ void lmc_block_stats_observe(void *ctx, int layer, lmc_site site, const float *x
         return; /* programmer error upstream; the dimension check in init guards it */
     double t0 = lmc_now();
     st->ntok += ntok;
-    if (st->xtx) {
+    if (st->xtx && s->tmp) {
         /* One window at a time in fp32 (≤ a few thousand terms per entry),
          * summed across windows in double. */
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)dim, (int)ntok, 1.0f, x,
-                    (int)dim, 0.0f, st->tmp, (int)dim);
+                    (int)dim, 0.0f, s->tmp, (int)dim);
         for (int64_t i = 0; i < dim; i++) {
             double *h = st->xtx + i * dim;
-            const float *t = st->tmp + i * dim;
+            const float *t = s->tmp + i * dim;
             for (int64_t j = i; j < dim; j++)
                 h[j] += t[j];
         }
@@ -119,6 +122,8 @@ void lmc_block_stats_observe(void *ctx, int layer, lmc_site site, const float *x
 
 void lmc_block_stats_finish(lmc_block_stats *s)
 {
+    free(s->tmp);
+    s->tmp = NULL;
     for (int k = 0; k < LMC_SITE_COUNT; k++) {
         lmc_site_stats *st = &s->site[k];
         if (!st->xtx)
@@ -130,16 +135,3 @@ void lmc_block_stats_finish(lmc_block_stats *s)
     }
 }
 
-double *lmc_site_hessian(const lmc_site_stats *st)
-{
-    if (!st->xtx || st->ntok == 0)
-        return NULL;
-    size_t dd = (size_t)st->dim * (size_t)st->dim;
-    double *h = malloc(dd * sizeof(double));
-    if (!h)
-        return NULL;
-    double f = 2.0 / (double)st->ntok;
-    for (size_t i = 0; i < dd; i++)
-        h[i] = st->xtx[i] * f;
-    return h;
-}

@@ -25,7 +25,6 @@ typedef struct lmc_site_stats {
     double *abs_sum;  /* [dim] */
     double *abs_max;  /* [dim] */
     double *sq_sum;   /* [dim] */
-    float *tmp;       /* private */
 } lmc_site_stats;
 
 typedef struct lmc_block_stats {
@@ -34,6 +33,8 @@ typedef struct lmc_block_stats {
                              arrays): a device solver reads them there */
     lmc_site_stats site[LMC_SITE_COUNT];
     double seconds; /* time spent accumulating, summed over blocks (not reset) */
+    float *tmp;     /* private: one window's x x^T, the widest site, between reset and finish */
+    size_t tmp_elems;
 } lmc_block_stats;
 
 /* Host arrays for flags & ~device_only. */
@@ -41,16 +42,15 @@ int lmc_block_stats_init(lmc_block_stats *s, const lmc_config *cfg, unsigned fla
                          unsigned device_only, lmc_error *err);
 /* Dimension of site s's input. */
 int64_t lmc_site_dim(const lmc_config *cfg, lmc_site s);
-/* Zero the accumulators for a new block. */
-void lmc_block_stats_reset(lmc_block_stats *s);
+/* Zero the accumulators for a new block (and take the per-window buffer
+ * the Hessian needs until lmc_block_stats_finish). */
+int lmc_block_stats_reset(lmc_block_stats *s, lmc_error *err);
 void lmc_block_stats_free(lmc_block_stats *s);
 /* Observer callback (eval/forward.h lmc_observer_fn); ctx is lmc_block_stats*. */
 void lmc_block_stats_observe(void *ctx, int layer, lmc_site site, const float *x, int64_t ntok,
                              int64_t dim);
-/* Mirror the upper triangle after accumulation. */
+/* Mirror the upper triangle after accumulation; the per-window buffer goes
+ * back (it is not needed while a pass solves). */
 void lmc_block_stats_finish(lmc_block_stats *s);
-
-/* The GPTQ Hessian H = 2/N Σ x xᵀ of a site, as a fresh double buffer. */
-double *lmc_site_hessian(const lmc_site_stats *st);
 
 #endif

@@ -293,7 +293,19 @@ void lmc_block_w_release(lmc_block_w *bw)
     memset(bw, 0, sizeof *bw);
 }
 
+static int prepare(const lmc_model *m, int blocks, lmc_weights **out, lmc_error *err);
+
 int lmc_weights_prepare(const lmc_model *m, lmc_weights **out, lmc_error *err)
+{
+    return prepare(m, 1, out, err);
+}
+
+int lmc_weights_prepare_outer(const lmc_model *m, lmc_weights **out, lmc_error *err)
+{
+    return prepare(m, 0, out, err);
+}
+
+static int prepare(const lmc_model *m, int blocks, lmc_weights **out, lmc_error *err)
 {
     *out = NULL;
     const lmc_config *c = &m->cfg;
@@ -351,7 +363,7 @@ int lmc_weights_prepare(const lmc_model *m, lmc_weights **out, lmc_error *err)
                  m->source_path ? m->source_path : "model");
         goto fail;
     }
-    for (int l = 0; l < c->n_layers; l++)
+    for (int l = 0; blocks && l < c->n_layers; l++)
         if (lmc_weights_prepare_block(m, l, &w->blocks[l], err) < 0)
             goto fail;
     *out = w;

@@ -48,6 +48,9 @@ void lmc_block_w_release(lmc_block_w *bw);
 /* The linear of bw by role ("q" ... "down"), NULL for an unknown role. */
 lmc_linear *lmc_block_w_linear(lmc_block_w *bw, const char *role);
 void lmc_weights_free(lmc_weights *w);
+/* Everything but the blocks (embeddings, positions, final norm, head); the
+ * blocks are left empty, for lmc_weights_prepare_block one at a time. */
+int lmc_weights_prepare_outer(const lmc_model *m, lmc_weights **out, lmc_error *err);
 /* Bytes of the fp32 buffers w decoded (tensors used in place not counted). */
 size_t lmc_weights_bytes(const lmc_weights *w);
 

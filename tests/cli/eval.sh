@@ -78,6 +78,17 @@ expect 0 "warning" "$LMC" eval $XS --text data/eval.txt --seqlen 2048 --force --
 expect 1 "no-such-model" "$LMC" eval "$tmp/no-such-model" --text data/eval.txt
 
 # ---- with ../shared: tokenizer vs reference ids, learned positions ----
+# streaming (one block decoded at a time, what a model too large for memory
+# gets): the same numbers as decoding the whole model
+expect 0 "" "$LMC" eval data/llama-xs --text data/eval.txt --max-windows 3 --json -q
+cp "$tmp/out" "$tmp/whole.json"
+LMC_EVAL_STREAM=1 expect 0 "decoding one block at a time" "$LMC" eval data/llama-xs --text data/eval.txt --max-windows 3 --json
+python3 - "$tmp/whole.json" "$tmp/out" <<'EOF' || fail "streamed eval differs"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+assert a['ppl'] == b['ppl'] and a['windows'] == b['windows'] == 3, (a['ppl'], b['ppl'])
+EOF
+
 SHARED=${LMC_SHARED:-../shared}
 if [ ! -d "$SHARED/models" ]; then
     echo "../shared absent: shared-model checks skipped"
