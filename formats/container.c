@@ -557,23 +557,18 @@ out:
     return rc;
 }
 
-int lmc_container_load(const char *path, lmc_model **out, lmc_error *err)
+int lmc_container_parse(const void *buf, size_t size, const char *path, lmc_model **out,
+                        lmc_error *err)
 {
     *out = NULL;
     lmc_encodings_init();
     lmc_model *m = calloc(1, sizeof *m);
-    if (!m || !(m->maps = calloc(1, sizeof *m->maps)) || !(m->source_path = strdup(path))) {
+    if (!m || !(m->source_path = strdup(path))) {
         lmc_model_free(m);
         return lmc_fail(err, "%s: out of memory", path);
     }
     m->source_kind = LMC_SRC_CONTAINER;
-    if (lmc_mmap_open(path, &m->maps[0], err) != 0) {
-        lmc_model_free(m);
-        return -1;
-    }
-    m->n_maps = 1;
-    const unsigned char *p = m->maps[0].data;
-    size_t size = m->maps[0].size;
+    const unsigned char *p = buf;
 
     size_t k = size < CTR_MAGIC_LEN ? size : CTR_MAGIC_LEN;
     if (k == 0 || memcmp(p, CTR_MAGIC, k) != 0) {
@@ -635,4 +630,26 @@ int lmc_container_load(const char *path, lmc_model **out, lmc_error *err)
 fail:
     lmc_model_free(m);
     return -1;
+}
+
+int lmc_container_load(const char *path, lmc_model **out, lmc_error *err)
+{
+    *out = NULL;
+    lmc_mmap map;
+    if (lmc_mmap_open(path, &map, err) != 0)
+        return -1;
+    lmc_model *m;
+    if (lmc_container_parse(map.data, map.size, path, &m, err) != 0) {
+        lmc_mmap_close(&map);
+        return -1;
+    }
+    if (!(m->maps = calloc(1, sizeof *m->maps))) {
+        lmc_model_free(m);
+        lmc_mmap_close(&map);
+        return lmc_fail(err, "%s: out of memory", path);
+    }
+    m->maps[0] = map;
+    m->n_maps = 1;
+    *out = m;
+    return 0;
 }

@@ -359,22 +359,18 @@ out:
     return rc;
 }
 
-int lmc_safetensors_open(const char *path, lmc_safetensors *st, lmc_error *err)
+int lmc_safetensors_parse(const void *buf, size_t size, const char *path, lmc_safetensors *st,
+                          lmc_error *err)
 {
     memset(st, 0, sizeof *st);
-    if (lmc_mmap_open(path, &st->map, err) != 0)
-        return -1;
-    if (!(st->path = strdup(path))) {
-        lmc_safetensors_close(st);
+    if (!(st->path = strdup(path)))
         return lmc_fail(err, "%s: out of memory", path);
-    }
-    size_t size = st->map.size;
     if (size < 8) {
         lmc_safetensors_close(st);
         return lmc_fail(err, "%s: file is %zu bytes, too short for a safetensors header", path,
                         size);
     }
-    const unsigned char *d = st->map.data;
+    const unsigned char *d = buf;
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--)
         n = (n << 8) | d[i];
@@ -395,6 +391,20 @@ int lmc_safetensors_open(const char *path, lmc_safetensors *st, lmc_error *err)
         lmc_safetensors_close(st);
         return -1;
     }
+    return 0;
+}
+
+int lmc_safetensors_open(const char *path, lmc_safetensors *st, lmc_error *err)
+{
+    lmc_mmap map;
+    memset(st, 0, sizeof *st);
+    if (lmc_mmap_open(path, &map, err) != 0)
+        return -1;
+    if (lmc_safetensors_parse(map.data, map.size, path, st, err) != 0) {
+        lmc_mmap_close(&map);
+        return -1;
+    }
+    st->map = map;
     return 0;
 }
 

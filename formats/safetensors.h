@@ -43,6 +43,11 @@ typedef struct lmc_safetensors {
 /* Map and validate PATH. On failure st is left closed and err names PATH. */
 int lmc_safetensors_open(const char *path, lmc_safetensors *st, lmc_error *err);
 void lmc_safetensors_close(lmc_safetensors *st);
+/* Validate an in-memory file image of SIZE bytes (what open maps); path
+ * names it in messages. The tensors' data points into buf, which must
+ * outlive st; st->map stays empty. */
+int lmc_safetensors_parse(const void *buf, size_t size, const char *path, lmc_safetensors *st,
+                          lmc_error *err);
 
 const lmc_st_tensor *lmc_safetensors_find(const lmc_safetensors *st, const char *name);
 /* __metadata__ value, NULL when absent. */
