@@ -40,7 +40,7 @@ endif
 # bare .SECONDARY would make every object secondary, and make would then not
 # rebuild a missing one whose archive looks newer (a new source file)
 .SECONDARY: $(TESTS:=.o)
-.PHONY: all deps check test asan-check bench clean demo cuda-check FORCE
+.PHONY: all deps check test asan-check bench clean demo cuda-check FORCE fuzz fuzz-build
 all: $(B)/lmc
 
 $(B)/liblmc.a: $(LIB_OBJ) $(CU_C_OBJ) $(CU_OBJ)
@@ -104,11 +104,32 @@ cuda-check: $(B)/lmc $(B)/tests/test_cuda
 	$(B)/tests/test_cuda
 	tests/cuda/passes.sh
 
+# Fuzz targets (docs/FUZZING.md): clang's libFuzzer with ASan and UBSan on the
+# parsers, built against core/ and formats/ compiled with the same flags. A
+# benchmark-style target, not part of check: each target runs FUZZ_SECONDS
+# (FUZZ_JOBS at a time); corpora and crashes stay in build-fuzz/.
+FUZZ_CC      ?= clang
+FUZZ_FLAGS    = -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
+                -fno-omit-frame-pointer
+FUZZ_SECONDS ?= 600
+FUZZ_JOBS    ?= 1
+FUZZ_TARGETS ?= $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_LIB_OBJ  = $(patsubst %.c,$(B)/%.o,$(wildcard core/*.c formats/*.c))
+$(B)/fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+fuzz-build: $(B)/lmc
+	$(MAKE) B=build-fuzz CC=$(FUZZ_CC) CFLAGS="$(FUZZ_FLAGS)" LMC_NO_CUDA=1 \
+	    $(FUZZ_TARGETS:%=build-fuzz/fuzz/%)
+fuzz: fuzz-build
+	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZ_TARGETS)
+
 bench: $(B)/lmc
 	scripts/bench-eval
 	scripts/bench-gptq
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
--include $(LIB_OBJ:.o=.d) $(CU_C_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(TESTS:=.d) $(TEST_HELPER_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CU_C_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(TESTS:=.d) $(TEST_HELPER_OBJ:.o=.d) \
+         $(wildcard $(B)/fuzz/*.d)
