@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_json.h"
+
 /* A key whose value is JSON null counts as absent (transformers writes
  * "head_dim": null, "n_inner": null, ...). */
 static const cJSON *item(const cJSON *o, const char *key)
@@ -425,7 +427,9 @@ int lmc_hf_config_parse(const char *text, size_t len, const char *path, lmc_conf
         goto out;
     if (dt && (!strcmp(dt, "float16") || !strcmp(dt, "bfloat16") || !strcmp(dt, "float32")))
         snprintf(cfg->src_dtype, sizeof cfg->src_dtype, "%s", dt);
-    rc = 0;
+    /* what a container would refuse (bos/eos outside the vocabulary, ...) is
+     * refused here, naming config.json, not by the first write */
+    rc = lmc_config_check(cfg, path, err);
 out:
     cJSON_Delete(root);
     return rc;
