@@ -374,7 +374,9 @@ int tk_bpe_word(const tk_bpe *b, tk_ctx *ctx, const char *s, size_t n, tk_ids *o
             return lmc_fail(err, "%s: out of memory", source);
         }
     free(w.s);
-    if (n < CACHE_MAX_WORD && cache_put(c, s, n, out->v + start, out->n - start))
+    /* a word may yield no ids (unknown, no unk token): out->v may be NULL */
+    if (n < CACHE_MAX_WORD &&
+        cache_put(c, s, n, out->n > start ? out->v + start : NULL, out->n - start))
         return lmc_fail(err, "%s: out of memory", source);
     return 0;
 }
