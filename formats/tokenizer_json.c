@@ -331,14 +331,23 @@ static int load_pretok(loader *L, const cJSON *o, tk_pretok *p)
 
 /* ---- post-processors ---- */
 
+/* A token id: an integer in [0, TK_MAX_ID) (whether the vocabulary has it
+ * is checked once the id table exists, by check_post_ids). */
+static int json_id(const cJSON *v, int32_t *id)
+{
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble < TK_MAX_ID) ||
+        v->valuedouble != (double)(int32_t)v->valuedouble)
+        return -1;
+    *id = (int32_t)v->valuedouble;
+    return 0;
+}
+
 /* ["<s>", 1] */
 static int token_pair(loader *L, const cJSON *o, const char *key, const char *what, int32_t *id)
 {
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, key);
-    const cJSON *v = cJSON_GetArrayItem(a, 1);
-    if (!cJSON_IsArray(a) || !cJSON_IsNumber(v))
+    if (!cJSON_IsArray(a) || json_id(cJSON_GetArrayItem(a, 1), id) != 0)
         return lmc_fail(L->err, "%s: %s: \"%s\" must be [token, id]", L->src, what, key);
-    *id = (int32_t)v->valuedouble;
     return 0;
 }
 
@@ -414,12 +423,12 @@ static int load_post(loader *L, const cJSON *o, tk_post *p)
             const cJSON *id;
             cJSON_ArrayForEach(id, ids)
             {
-                if (!cJSON_IsNumber(id))
+                if (json_id(id, &pc->ids[pc->n_ids]) != 0)
                     return lmc_fail(L->err,
                                     "%s: post_processor TemplateProcessing: ids of '%s' must be "
-                                    "numbers",
+                                    "token ids",
                                     L->src, name);
-                pc->ids[pc->n_ids++] = (int32_t)id->valuedouble;
+                pc->n_ids++;
             }
         }
         return 0;
@@ -733,6 +742,32 @@ static int build_id_table(loader *L, lmc_tokenizer *t, int32_t max_id)
     return 0;
 }
 
+/* The ids a post-processor adds must be tokens of the vocabulary: the
+ * library would emit them as they are, but an id no token has is no input a
+ * model can take (and would break ids < vocab_size). */
+static int check_post_ids(loader *L, const lmc_tokenizer *t, const tk_post *p)
+{
+    int32_t pair[2] = {p->cls, p->sep};
+    if (p->type == TK_PP_BERT || p->type == TK_PP_ROBERTA)
+        for (int i = 0; i < 2; i++)
+            if (pair[i] >= t->n_ids || !t->id_tok[pair[i]])
+                return lmc_fail(L->err, "%s: post_processor: special token id %d is not in the "
+                                        "vocabulary",
+                                L->src, pair[i]);
+    for (int i = 0; i < p->n_single; i++)
+        for (int j = 0; j < p->single[i].n_ids; j++) {
+            int32_t id = p->single[i].ids[j];
+            if (id >= t->n_ids || !t->id_tok[id])
+                return lmc_fail(L->err, "%s: post_processor TemplateProcessing: special token "
+                                        "id %d is not in the vocabulary",
+                                L->src, id);
+        }
+    for (int i = 0; i < p->n_sub; i++)
+        if (check_post_ids(L, t, &p->sub[i]))
+            return -1;
+    return 0;
+}
+
 /* normalized added tokens are matched in their normalized form */
 static int normalize_added(loader *L, lmc_tokenizer *t)
 {
@@ -852,6 +887,8 @@ int lmc_tokenizer_from_json(const char *json, size_t len, const char *source, lm
         rc = normalize_added(&L, t);
     if (!rc)
         rc = build_id_table(&L, t, max_id);
+    if (!rc && t->post)
+        rc = check_post_ids(&L, t, t->post);
     cJSON_Delete(root);
     if (rc) {
         lmc_tokenizer_free(t);
