@@ -137,6 +137,12 @@ static void track(char *p)
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGHUP, &sa, NULL);
+        /* a file-size limit (RLIMIT_FSIZE) must make write() fail with EFBIG,
+         * reported naming the file, not kill the process and leave the
+         * temporary behind; a handler the program set is left alone */
+        struct sigaction old;
+        if (sigaction(SIGXFSZ, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
+            signal(SIGXFSZ, SIG_IGN);
         handlers_installed = 1;
     }
     for (int i = 0; i < LMC_MAX_PENDING; i++)
