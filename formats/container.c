@@ -12,6 +12,7 @@
 #include <zlib.h>
 
 #include "config_json.h"
+#include "tokenizer.h"
 
 #define CTR_MAGIC "\x89LMC\r\n\x1a\n"
 #define CTR_MAGIC_LEN 8
@@ -550,6 +551,10 @@ static int load_header(const char *path, const unsigned char *base, size_t size,
         memcpy(m->tokenizer_json, data + r.off, r.n);
         m->tokenizer_json[r.n] = 0;
         m->tokenizer_json_len = r.n;
+        char src[1100];
+        snprintf(src, sizeof src, "%s: tokenizer", path);
+        if (lmc_tokenizer_json_check(m->tokenizer_json, r.n, src, err) != 0)
+            goto out;
     }
     rc = 0;
 out:

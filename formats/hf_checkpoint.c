@@ -11,6 +11,7 @@
 
 #include "hf_config.h"
 #include "safetensors.h"
+#include "tokenizer.h"
 
 /* ------------------------------------------------ the files of a checkpoint */
 
@@ -700,7 +701,8 @@ int lmc_hf_checkpoint_load(const char *dir, lmc_model **out, lmc_error *err)
     }
     char *tpath = lmc_path_join(dir, "tokenizer.json");
     if (tpath && lmc_file_exists(tpath) &&
-        lmc_read_file(tpath, &m->tokenizer_json, &m->tokenizer_json_len, err) != 0) {
+        (lmc_read_file(tpath, &m->tokenizer_json, &m->tokenizer_json_len, err) != 0 ||
+         lmc_tokenizer_json_check(m->tokenizer_json, m->tokenizer_json_len, tpath, err) != 0)) {
         free(tpath);
         goto out;
     }

@@ -21,8 +21,9 @@
  * embedding, and save_pretrained writes the same values), so the head is
  * always embed.weight.
  *
- * tokenizer.json is read when present (absent: tokenizer_json is NULL;
- * whoever needs the tokenizer reports that). */
+ * tokenizer.json is read when present and must parse as a JSON object
+ * (lmc_tokenizer_json_check; absent: tokenizer_json is NULL, and whoever
+ * needs the tokenizer reports that). */
 #ifndef LMC_HF_CHECKPOINT_H
 #define LMC_HF_CHECKPOINT_H
 

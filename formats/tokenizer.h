@@ -21,6 +21,10 @@ typedef struct lmc_tokenizer lmc_tokenizer;
 /* json: the text of tokenizer.json; source names it in error messages. */
 int lmc_tokenizer_from_json(const char *json, size_t len, const char *source, lmc_tokenizer **out,
                             lmc_error *err);
+/* Is json a JSON object? What the model loaders check at load, so that a
+ * tokenizer.json that does not parse is refused naming the file before any
+ * work is done; the components are checked by lmc_tokenizer_from_json. */
+int lmc_tokenizer_json_check(const char *json, size_t len, const char *source, lmc_error *err);
 /* ids: malloc'ed array (caller frees). add_special: the tokenizer's default
  * special tokens (post-processor), as tokenizer(text).input_ids does.
  * Safe to call from several threads on one tokenizer. */

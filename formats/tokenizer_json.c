@@ -839,6 +839,31 @@ void lmc_tokenizer_free(lmc_tokenizer *t)
     free(t);
 }
 
+/* The document, a JSON object; NULL with a message naming source. */
+static cJSON *parse_root(const char *json, size_t len, const char *source, lmc_error *err)
+{
+    const char *end = NULL;
+    cJSON *root = json ? cJSON_ParseWithLengthOpts(json, len, &end, 0) : NULL;
+    if (!root) {
+        size_t at = json && end && end >= json ? (size_t)(end - json) : 0;
+        lmc_fail(err, "%s: not valid JSON (error near byte %zu)", source, at);
+        return NULL;
+    }
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        lmc_fail(err, "%s: not a tokenizer.json (top level is not an object)", source);
+        return NULL;
+    }
+    return root;
+}
+
+int lmc_tokenizer_json_check(const char *json, size_t len, const char *source, lmc_error *err)
+{
+    cJSON *root = parse_root(json, len, source ? source : "tokenizer.json", err);
+    cJSON_Delete(root);
+    return root ? 0 : -1;
+}
+
 int lmc_tokenizer_from_json(const char *json, size_t len, const char *source, lmc_tokenizer **out,
                             lmc_error *err)
 {
@@ -846,16 +871,9 @@ int lmc_tokenizer_from_json(const char *json, size_t len, const char *source, lm
     if (!source)
         source = "tokenizer.json";
     loader L = {source, err};
-    const char *end = NULL;
-    cJSON *root = json ? cJSON_ParseWithLengthOpts(json, len, &end, 0) : NULL;
-    if (!root) {
-        size_t at = json && end && end >= json ? (size_t)(end - json) : 0;
-        return lmc_fail(err, "%s: not valid JSON (error near byte %zu)", source, at);
-    }
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return lmc_fail(err, "%s: not a tokenizer.json (top level is not an object)", source);
-    }
+    cJSON *root = parse_root(json, len, source, err);
+    if (!root)
+        return -1;
     lmc_tokenizer *t = calloc(1, sizeof *t);
     if (!t || !(t->source = dupn(source, strlen(source)))) {
         free(t);
