@@ -150,6 +150,12 @@ int lmc_cmd_convert(int argc, char **argv)
     lmc_model *m;
     if (lmc_model_load(in, &m, &err) != 0)
         return lmc_report(&err);
+    /* lossless or not, a NaN/Inf weight is refused here: every command that
+     * would read the container refuses it (docs/DESIGN.md) */
+    if (lmc_model_check_finite(m, &err) != 0) {
+        lmc_model_free(m);
+        return lmc_report(&err);
+    }
     int converted = 0;
     for (int i = 0; i < m->n_tensors; i++) {
         lmc_enc_id from = m->tensors[i].enc.id;

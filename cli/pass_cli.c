@@ -185,7 +185,7 @@ int lmc_pass_cli_run(lmc_pass_cli *c, const lmc_pass *p)
         goto out;
     }
 
-    if (lmc_model_load(c->model_path, &m, &err))
+    if (lmc_model_load(c->model_path, &m, &err) || lmc_model_check_finite(m, &err))
         goto out;
     if (p->stats) {
         size_t len = 0, nids = 0;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -46,6 +47,23 @@ void lmc_mmap_close(lmc_mmap *m)
         munmap((void *)m->data, m->size);
     m->data = NULL;
     m->size = 0;
+}
+
+void lmc_mmap_release(const lmc_mmap *m, const void *p, size_t n)
+{
+    if (!m->data || !n)
+        return;
+    uintptr_t base = (uintptr_t)m->data, end = base + m->size;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p, b = a + n;
+    if (a < base || b > end)
+        return;
+    a = a / page * page; /* the map itself starts on a page */
+    b = (b + page - 1) / page * page;
+    if (b > (end + page - 1) / page * page)
+        b = (end + page - 1) / page * page;
+    /* read-only private file map: dropped pages are re-read, never lost */
+    madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
 int lmc_read_file(const char *path, char **data, size_t *size, lmc_error *err)

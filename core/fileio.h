@@ -16,6 +16,10 @@ typedef struct lmc_mmap {
 
 int lmc_mmap_open(const char *path, lmc_mmap *m, lmc_error *err);
 void lmc_mmap_close(lmc_mmap *m);
+/* Drop the resident pages of [p, p + n) within m (rounded out to whole
+ * pages, clipped to the map): the map stays valid, a later read faults the
+ * pages back in from the file. For scans of models larger than memory. */
+void lmc_mmap_release(const lmc_mmap *m, const void *p, size_t n);
 
 /* Whole file into a NUL-terminated heap buffer (caller frees). */
 int lmc_read_file(const char *path, char **data, size_t *size, lmc_error *err);

@@ -104,6 +104,13 @@ lmc_tensor *lmc_model_block_tensor(const lmc_model *m, int layer, const char *ro
 /* Replace (or add) a tensor; the model takes ownership of t->owned. */
 int lmc_model_set_tensor(lmc_model *m, const lmc_tensor *t, lmc_error *err);
 
+/* Every weight finite (no NaN, no ±Inf; other encodings: the decoded
+ * values): 0, or -1 with "SOURCE: tensor NAME: non-finite weight (NaN) at
+ * [row, col]" for the first bad element. Called by every command that
+ * computes with or writes a model's weights (docs/DESIGN.md). The pages of
+ * memory-mapped tensors are released once scanned. */
+int lmc_model_check_finite(const lmc_model *m, lmc_error *err);
+
 /* Parameter count: elements of all logical tensors (tied head counted once). */
 int64_t lmc_model_params(const lmc_model *m);
 
