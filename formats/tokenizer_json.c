@@ -34,6 +34,7 @@
  * fields of added_tokens are not read: the library recomputes them) and the
  * decoding of normalized added tokens through their normalized form. */
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -438,6 +439,22 @@ static int load_post(loader *L, const cJSON *o, tk_post *p)
 
 /* ---- decoders ---- */
 
+/* A count (the library's usize): absent or null is 0, else an integer in
+ * [0, INT_MAX]. */
+static int jcount(loader *L, const cJSON *o, const char *key, const char *what, int *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    *out = 0;
+    if (!v || cJSON_IsNull(v))
+        return 0;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= INT_MAX) ||
+        v->valuedouble != (double)(int)v->valuedouble)
+        return lmc_fail(L->err, "%s: %s: \"%s\" must be a non-negative integer", L->src, what,
+                        key);
+    *out = (int)v->valuedouble;
+    return 0;
+}
+
 static int load_dec(loader *L, const cJSON *o, tk_dec *d)
 {
     const char *what = "decoder";
@@ -493,10 +510,9 @@ static int load_dec(loader *L, const cJSON *o, tk_dec *d)
         d->type = TK_D_STRIP;
         if (jchar(L, o, "content", " ", "decoder Strip", &d->ch))
             return -1;
-        const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "start");
-        const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "stop");
-        d->start = cJSON_IsNumber(a) ? (int)a->valuedouble : 0;
-        d->stop = cJSON_IsNumber(b) ? (int)b->valuedouble : 0;
+        if (jcount(L, o, "start", "decoder Strip", &d->start) ||
+            jcount(L, o, "stop", "decoder Strip", &d->stop))
+            return -1;
         return 0;
     }
     if (!strcmp(t, "WordPiece") || !strcmp(t, "BPEDecoder")) {
