@@ -1,7 +1,7 @@
 /* libFuzzer target: the .lmc container reader (lmc_container_parse, the code
  * lmc_container_load runs on the mapped file), then what a loaded model is
  * used for: decoding every tensor through the encoding table (as eval does),
- * the encodings' own kernels, the finiteness check and the tokenizer check.
+ * the encodings' own kernels and the finiteness check.
  * Input: a whole container image.
  *
  * Checksums would stop almost every mutation at the first CRC, so before
@@ -40,7 +40,8 @@ static void fix_blob(cJSON *o, const uint8_t *data, uint64_t dsize)
 {
     const cJSON *off = cJSON_GetObjectItemCaseSensitive(o, "offset");
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, "nbytes");
-    if (!cJSON_IsNumber(off) || !cJSON_IsNumber(n) || !cJSON_HasObjectItem(o, "crc32"))
+    if (!cJSON_IsNumber(off) || !cJSON_IsNumber(n) ||
+        !cJSON_GetObjectItemCaseSensitive(o, "crc32"))
         return;
     double a = off->valuedouble, b = n->valuedouble;
     if (!(a >= 0 && b >= 0 && a <= (double)dsize && b <= (double)dsize - a))
@@ -139,6 +140,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     for (int i = 0; i < m->n_tensors; i++)
         use_tensor(&m->tensors[i]);
+    if (lmc_model_check_finite(m, &err) != 0)
+        lmc_fuzz_check_error(&err, SRC);
     lmc_model_free(m);
     free(buf);
     return 0;
