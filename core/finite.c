@@ -19,29 +19,24 @@ static int64_t first_bad(lmc_enc_id id, const uint8_t *p, size_t n)
 {
     size_t esz = id == LMC_ENC_F32 ? 4 : 2;
     uint32_t mask = id == LMC_ENC_F32 ? 0x7f800000u : id == LMC_ENC_F16 ? 0x7c00u : 0x7f80u;
+    uint32_t u[CHUNK];
+    uint16_t h[CHUNK];
     for (size_t k = 0; k < n; k += CHUNK) {
         size_t m = n - k < CHUNK ? n - k : CHUNK;
-        const uint8_t *q = p + k * esz;
-        int any = 0;
         if (esz == 2) {
-            uint16_t h[CHUNK];
-            memcpy(h, q, m * 2);
+            memcpy(h, p + k * 2, m * 2);
             for (size_t i = 0; i < m; i++)
-                any |= (h[i] & mask) == mask;
-            if (any)
-                for (size_t i = 0; i < m; i++)
-                    if ((h[i] & mask) == mask)
-                        return (int64_t)(k + i);
+                u[i] = h[i];
         } else {
-            uint32_t u[CHUNK];
-            memcpy(u, q, m * 4);
-            for (size_t i = 0; i < m; i++)
-                any |= (u[i] & mask) == mask;
-            if (any)
-                for (size_t i = 0; i < m; i++)
-                    if ((u[i] & mask) == mask)
-                        return (int64_t)(k + i);
+            memcpy(u, p + k * 4, m * 4);
         }
+        int any = 0;
+        for (size_t i = 0; i < m; i++)
+            any |= (u[i] & mask) == mask;
+        if (any)
+            for (size_t i = 0; i < m; i++)
+                if ((u[i] & mask) == mask)
+                    return (int64_t)(k + i);
     }
     return -1;
 }
