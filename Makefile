@@ -85,17 +85,20 @@ check: $(B)/lmc $(TESTS)
 	@scripts/run-tests.sh $(TESTS)
 
 # The malformed-input tests (parsers of safetensors, config.json,
-# tokenizer.json and containers; CLI error paths) under AddressSanitizer and
-# UBSan, CPU-only.
-ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
+# tokenizer.json and containers; the fuzzers' regression inputs; CLI error
+# paths) under AddressSanitizer and UBSan, CPU-only; undefined behaviour
+# fails the test (halt_on_error; float-cast-overflow is not in gcc's
+# "undefined" group).
+ASAN_FLAGS = -O1 -g -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer
 ASAN_TESTS = test_core test_safetensors test_hf_config test_checkpoint test_container \
-             test_tokenizer test_qgroup test_sparse
+             test_tokenizer test_qgroup test_sparse test_finite test_fuzz_regress
 asan-check:
 	$(MAKE) B=build-asan CFLAGS="$(ASAN_FLAGS)" LMC_NO_CUDA=1 build-asan/lmc \
 	    $(ASAN_TESTS:%=build-asan/tests/%)
-	ASAN_OPTIONS=detect_leaks=1 LMC_BIN=build-asan/lmc scripts/run-tests.sh \
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    LMC_BIN=build-asan/lmc scripts/run-tests.sh \
 	    $(ASAN_TESTS:%=build-asan/tests/%) tests/cli/inspect_convert.sh tests/cli/eval.sh \
-	    tests/cli/tokenize.sh
+	    tests/cli/tokenize.sh tests/cli/hardening.sh
 
 # GPU tests (on a machine with an NVIDIA GPU): every CUDA kernel against the
 # CPU path, every pass's GPU container against its CPU one; prints SKIP and
