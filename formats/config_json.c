@@ -3,9 +3,11 @@
 #include "config_json.h"
 #include "arch.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const act_names[] = {[LMC_ACT_SILU] = "silu", [LMC_ACT_RELU] = "relu",
@@ -274,13 +276,20 @@ int lmc_config_check_tensor(const lmc_config *c, const lmc_tensor *t, const char
     }
     if (!strcmp(n, "final_norm.weight") || !strcmp(n, "final_norm.bias"))
         return want(t, 1, H, 1, what, err);
-    int layer, used = 0;
-    char role[32], kind[16];
-    if (sscanf(n, "blk.%d.%31[a-z_].%15[a-z]%n", &layer, role, kind, &used) != 3 || n[used])
+    /* the index by strtol: sscanf's %d is undefined on overflow (and glibc
+     * wraps blk.4294967296 to block 0) */
+    if (strncmp(n, "blk.", 4) != 0 || !((n[4] >= '0' && n[4] <= '9') || n[4] == '-'))
         return 0; /* not a block tensor: nothing the config says about it */
-    if (layer < 0 || layer >= c->n_layers)
-        return lmc_fail(err, "%s: tensor %s: block %d but the config has %d layers", what, n,
-                        layer, c->n_layers);
+    char *end;
+    errno = 0;
+    long long layer = strtoll(n + 4, &end, 10);
+    int used = 0;
+    char role[32], kind[16];
+    if (sscanf(end, ".%31[a-z_].%15[a-z]%n", role, kind, &used) != 2 || end[used])
+        return 0;
+    if (errno == ERANGE || layer < 0 || layer >= c->n_layers)
+        return lmc_fail(err, "%s: tensor %s: block %.*s but the config has %d layers", what, n,
+                        (int)(end - (n + 4)), n + 4, c->n_layers);
     int bias = !strcmp(kind, "bias");
     if (!bias && strcmp(kind, "weight"))
         return 0;

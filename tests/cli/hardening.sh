@@ -137,6 +137,12 @@ expect 1 "$tmp/badtok.lmc: tokenizer: not valid JSON" "$LMC" inspect "$tmp/badto
 expect 1 "$tmp/badtok.lmc: tokenizer: not valid JSON" "$LMC" eval "$tmp/badtok.lmc" \
     --text data/eval.txt --max-windows 1 -q
 
+# ---- a block index that overflows int (sscanf's %d wrapped it to block 0) ----
+edit_container "$tmp/xs.lmc" "$tmp/blk.lmc" '
+next(t for t in d["tensors"] if t["name"] == "blk.0.q.weight")["name"] = "blk.4294967296.q.weight"'
+expect 1 "$tmp/blk.lmc: tensor blk.4294967296.q.weight: block 4294967296 but the config has 4 layers" \
+    "$LMC" inspect "$tmp/blk.lmc"
+
 # ---- a file-size limit during the write ----
 # fsize_fail OUT CMD...: CMD under a 64 KiB limit fails naming OUT, leaving
 # nothing; with an older OUT in place, OUT is left byte for byte
