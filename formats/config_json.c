@@ -276,7 +276,7 @@ int lmc_config_check_tensor(const lmc_config *c, const lmc_tensor *t, const char
     }
     if (!strcmp(n, "final_norm.weight") || !strcmp(n, "final_norm.bias"))
         return want(t, 1, H, 1, what, err);
-    /* the index by strtol: sscanf's %d is undefined on overflow (and glibc
+    /* the index by strtoll: sscanf's %d is undefined on overflow (and glibc
      * wraps blk.4294967296 to block 0) */
     if (strncmp(n, "blk.", 4) != 0 || !((n[4] >= '0' && n[4] <= '9') || n[4] == '-'))
         return 0; /* not a block tensor: nothing the config says about it */
