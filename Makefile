@@ -113,7 +113,6 @@ cuda-check: $(B)/lmc $(B)/tests/test_cuda
 # (FUZZ_JOBS at a time); corpora and crashes stay in build-fuzz/.
 FUZZ_CC      ?= clang
 FUZZ_FLAGS    = -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
-                -Wno-unknown-pragmas \
                 -fno-omit-frame-pointer
 FUZZ_SECONDS ?= 600
 FUZZ_JOBS    ?= 1
