@@ -334,8 +334,11 @@ int lmc_cmd_eval(int argc, char **argv)
     lmc_backend *be = NULL;
     int32_t *ids = NULL;
     int rc = LMC_EXIT_FAIL;
-    if (lmc_model_load(model_path, &m, &err) < 0)
+    /* the weights' finiteness up front (also when evaluation streams blocks) */
+    if (lmc_model_load(model_path, &m, &err) < 0 || (!bench && lmc_model_check_finite(m, &err))) {
+        lmc_model_free(m);
         return lmc_report(&err);
+    }
     const lmc_config *c = &m->cfg;
     if (seqlen == 0) {
         seqlen = c->max_pos < 2048 ? c->max_pos : 2048;
