@@ -377,6 +377,42 @@ static void hint_name(const arch_names *an, const char *canon, char *buf, size_t
     snprintf(buf, n, "%s", canon);
 }
 
+int lmc_hf_tensor_name(lmc_arch arch, const char *canon, char *buf, size_t n,
+                       lmc_hf_layout *layout)
+{
+    const arch_names *an = names_for(arch);
+    *layout = LMC_HF_PLAIN;
+    if (strcmp(canon, "head.weight") == 0) {
+        snprintf(buf, n, "lm_head.weight");
+        return 0;
+    }
+    int layer;
+    char role[32], kind[16];
+    if (sscanf(canon, "blk.%d.%31[^.].%15s", &layer, role, kind) != 3) {
+        for (const rule *r = an->top; r->hf; r++)
+            if (r->canon && strcmp(r->canon, canon) == 0) {
+                snprintf(buf, n, "%s%s", an->prefixes[0], r->hf);
+                return 0;
+            }
+        return -1;
+    }
+    int fused = 0;
+    for (const rule *r = an->layer; r->hf; r++)
+        fused |= r->kind == M_QKV;
+    int qkv = !strcmp(role, "q") || !strcmp(role, "k") || !strcmp(role, "v");
+    char want[64];
+    snprintf(want, sizeof want, "%s.%s", fused && qkv ? "qkv" : role, kind);
+    for (const rule *r = an->layer; r->hf; r++)
+        if (r->canon && strcmp(r->canon, want) == 0) {
+            snprintf(buf, n, "%s%s%d.%s", an->prefixes[0], an->layers, layer, r->hf);
+            *layout = r->kind == M_QKV      ? LMC_HF_FUSED_QKV
+                      : r->kind == M_CONV1D ? LMC_HF_CONV1D
+                                            : LMC_HF_PLAIN;
+            return 0;
+        }
+    return -1;
+}
+
 /* -------------------------------------------------- expected tensors (slots) */
 
 typedef struct slot {

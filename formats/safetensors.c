@@ -559,7 +559,11 @@ int lmc_safetensors_write(const char *path, const lmc_st_write_tensor *tensors, 
             numel *= (uint64_t)t->shape[d];
         }
         sizes[i] = numel * esz;
-        if (sizes[i] && !t->data) {
+        if (t->fill && t->src_dtype && strcmp(t->src_dtype, t->dtype) != 0) {
+            lmc_fail(err, "%s: tensor %s: a filled tensor cannot be converted", path, t->name);
+            goto out;
+        }
+        if (sizes[i] && !t->data && !t->fill) {
             lmc_fail(err, "%s: tensor %s has no data", path, t->name);
             goto out;
         }
@@ -603,6 +607,19 @@ int lmc_safetensors_write(const char *path, const lmc_st_write_tensor *tensors, 
         goto fail;
     for (int i = 0; i < n; i++) {
         const lmc_st_write_tensor *t = &tensors[i];
+        if (t->fill) {
+            void *buf = malloc(sizes[i] ? sizes[i] : 1);
+            if (!buf) {
+                lmc_fail(err, "%s: out of memory for tensor %s", path, t->name);
+                goto fail;
+            }
+            int r = t->fill(t->fill_ctx, buf, sizes[i], err) != 0 ||
+                    lmc_atomic_write(&af, buf, sizes[i], err) != 0;
+            free(buf);
+            if (r)
+                goto fail;
+            continue;
+        }
         if (!t->src_dtype || strcmp(t->src_dtype, t->dtype) == 0) {
             if (lmc_atomic_write(&af, t->data, sizes[i], err) != 0)
                 goto fail;
