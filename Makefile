@@ -19,6 +19,8 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(B)/%.o)
 TESTS    = $(TEST_SRC:tests/%.c=$(B)/tests/%)
 TEST_HELPERS = $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
 TEST_HELPER_OBJ = $(TEST_HELPERS:%.c=$(B)/%.o)
+# small programs the CLI tests run (tests/tools/*.c, each one file on liblmc)
+TOOLS    = $(patsubst tests/tools/%.c,$(B)/tests/tools/%,$(wildcard tests/tools/*.c))
 
 # CUDA: built only when nvcc is found; the CPU build never needs it.
 CU_SRC   = $(wildcard eval/cuda/*.cu compress/cuda/*.cu)
@@ -65,6 +67,9 @@ $(B)/%.cu.o: %.cu $(B)/.flags
 	@mkdir -p $(@D)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
+$(B)/tests/tools/%: $(B)/tests/tools/%.o $(B)/liblmc.a
+	$(CC) $(CFLAGS) -o $@ $< $(B)/liblmc.a $(LDLIBS)
+
 $(B)/tests/%: $(B)/tests/%.o $(TEST_HELPER_OBJ) $(B)/liblmc.a
 	$(CC) $(CFLAGS) -o $@ $< $(TEST_HELPER_OBJ) $(B)/liblmc.a $(CHECK_LIBS) $(LDLIBS)
 
@@ -81,7 +86,7 @@ demo:
 	@$(MAKE) --no-print-directory -j2 all
 	@scripts/demo.sh
 
-check: $(B)/lmc $(TESTS)
+check: $(B)/lmc $(TESTS) $(TOOLS)
 	@scripts/run-tests.sh $(TESTS)
 
 # The malformed-input tests (parsers of safetensors, config.json,
@@ -111,4 +116,5 @@ bench: $(B)/lmc
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJ:.o=.d) $(CU_C_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(TESTS:=.d) $(TEST_HELPER_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CU_C_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(TESTS:=.d) \
+         $(TEST_HELPER_OBJ:.o=.d) $(TOOLS:=.d)
