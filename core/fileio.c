@@ -364,3 +364,21 @@ void lmc_atomic_dir_abort(lmc_atomic_dir *ad)
     remove_dir_slot(ad->slot);
     release_dir_slot(ad);
 }
+
+int lmc_copy_file(const char *src, const char *dst, lmc_error *err)
+{
+    char *data;
+    size_t n;
+    if (lmc_read_file(src, &data, &n, err) != 0)
+        return -1;
+    lmc_atomic_file af;
+    int rc = -1;
+    if (lmc_atomic_open(&af, dst, err) == 0) {
+        if (lmc_atomic_write(&af, data, n, err) != 0)
+            lmc_atomic_abort(&af);
+        else
+            rc = lmc_atomic_commit(&af, err);
+    }
+    free(data);
+    return rc;
+}

@@ -42,6 +42,9 @@ void lmc_atomic_abort(lmc_atomic_file *af);
 /* fwrite that reports errors with the destination's name. */
 int lmc_atomic_write(lmc_atomic_file *af, const void *buf, size_t n, lmc_error *err);
 
+/* Copy a whole file to dst through lmc_atomic_open/commit. */
+int lmc_copy_file(const char *src, const char *dst, lmc_error *err);
+
 /* Atomic output directory (a Hugging Face checkpoint written as a whole):
  * PATH.tmp.XXXXXX is created beside PATH, its files are written through
  * lmc_atomic_open on the paths lmc_atomic_dir_file returns, and commit

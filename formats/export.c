@@ -85,7 +85,7 @@ void lmc_refusals_free(lmc_refusals *rf)
 }
 
 int lmc_refusals_fail(lmc_refusals *rf, const char *model, const lmc_export_opts *o,
-                      lmc_error *err)
+                      int dequant_helps, lmc_error *err)
 {
     char msg[sizeof err->msg];
     int n = snprintf(msg, sizeof msg, "%s: cannot export to %s exactly: ", model,
@@ -101,7 +101,10 @@ int lmc_refusals_fail(lmc_refusals *rf, const char *model, const lmc_export_opts
             n += snprintf(msg + n, sizeof msg - (size_t)n, "%s%s (%s%s)", i ? "; " : "",
                           r->reason, r->names, more);
     }
-    if (n < (int)sizeof msg)
+    if (!dequant_helps && n < (int)sizeof msg)
+        snprintf(msg + n, sizeof msg - (size_t)n, "; no linear fits, so nothing would be "
+                                                  "quantized");
+    else if (n < (int)sizeof msg)
         snprintf(msg + n, sizeof msg - (size_t)n,
                  "; %d tensor%s: --dequant writes %s as %s instead", total, total == 1 ? "" : "s",
                  total == 1 ? "it" : "them",

@@ -421,7 +421,7 @@ int lmc_export_gguf(const lmc_model *m, const char *out, const lmc_export_opts *
     if (build_plan(&p, arch, permute, err) != 0)
         goto out;
     if (p.rf.n) {
-        lmc_refusals_fail(&p.rf, m->source_path, o, err);
+        lmc_refusals_fail(&p.rf, m->source_path, o, 1, err);
         goto out;
     }
     set_hparams(g, c, arch, o->name);

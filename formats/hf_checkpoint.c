@@ -765,24 +765,6 @@ out:
 
 /* ------------------------------------------------------------------ variants */
 
-static int copy_file(const char *src, const char *dst, lmc_error *err)
-{
-    char *data;
-    size_t n;
-    if (lmc_read_file(src, &data, &n, err) != 0)
-        return -1;
-    lmc_atomic_file af;
-    int rc = -1;
-    if (lmc_atomic_open(&af, dst, err) == 0) {
-        if (lmc_atomic_write(&af, data, n, err) != 0)
-            lmc_atomic_abort(&af);
-        else
-            rc = lmc_atomic_commit(&af, err);
-    }
-    free(data);
-    return rc;
-}
-
 /* text with the string value of the first `"KEY": "..."` replaced by value
  * (heap), or NULL when no such pattern is found. */
 static char *edit_string_value(const char *text, const char *key, const char *value)
@@ -959,7 +941,7 @@ int lmc_checkpoint_write_variant(const char *src_dir, const char *dst_dir, const
             lmc_fail(err, "%s: out of memory", dst_dir);
             goto out;
         }
-        if (lmc_file_exists(p) && copy_file(p, q, err) != 0)
+        if (lmc_file_exists(p) && lmc_copy_file(p, q, err) != 0)
             goto out;
     }
     free(q);
