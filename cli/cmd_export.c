@@ -35,6 +35,10 @@ static const char help[] =
     "  --dequant-type T      f16 (default), bf16 or f32 for those tensors (f32 keeps\n"
     "                        the decoded values exactly)\n"
     "  --name NAME           GGUF general.name (default: the model's file name)\n"
+    "  --hf-files DIR        gptq/awq: copy tokenizer_config.json, special_tokens_map.json,\n"
+    "                        generation_config.json, ... from DIR (the original\n"
+    "                        checkpoint; default: MODEL when it is one, else only\n"
+    "                        the container's tokenizer.json is written)\n"
     "  --json                print the summary and every tensor as one JSON object\n"
     "  -q, --quiet           no progress on stderr\n";
 
@@ -139,7 +143,7 @@ static void print_summary(const lmc_export_report *r, const char *out, const cha
 
 int lmc_cmd_export(int argc, char **argv)
 {
-    const char *in = NULL, *out = NULL, *fmt = NULL, *dqt = "f16", *name = NULL;
+    const char *in = NULL, *out = NULL, *fmt = NULL, *dqt = "f16", *name = NULL, *hf_files = NULL;
     int dequant = 0, json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -154,6 +158,9 @@ int lmc_cmd_export(int argc, char **argv)
                 return LMC_EXIT_USAGE;
         } else if (lmc_is_opt(a, "--dequant-type")) {
             if (!(dqt = lmc_opt_value(CMD, argc, argv, &i)))
+                return LMC_EXIT_USAGE;
+        } else if (lmc_is_opt(a, "--hf-files")) {
+            if (!(hf_files = lmc_opt_value(CMD, argc, argv, &i)))
                 return LMC_EXIT_USAGE;
         } else if (lmc_is_opt(a, "--name")) {
             if (!(name = lmc_opt_value(CMD, argc, argv, &i)))
@@ -220,7 +227,11 @@ int lmc_cmd_export(int argc, char **argv)
     char nm[256];
     base_name(in, nm, sizeof nm);
     o.name = name ? name : nm;
-    o.source_dir = S_ISDIR(si.st_mode) ? in : NULL;
+    if (hf_files && !lmc_is_dir(hf_files)) {
+        lmc_fail(&err, "%s: --hf-files needs a checkpoint directory", hf_files);
+        return lmc_report(&err);
+    }
+    o.source_dir = hf_files ? hf_files : S_ISDIR(si.st_mode) ? in : NULL;
     double t0 = lmc_now();
     progress_ctx pc = {isatty(2), t0, 0};
     o.progress = on_progress;

@@ -27,9 +27,8 @@ int lmc_gptq_refuse(const lmc_qlinear *q, char *why, size_t nwhy)
         return 1;
     }
     if (q->in % 32 || q->out % 32) {
-        snprintf(why, nwhy, "a [%lld, %lld] linear (GPTQ's qweight and qzeros need in and out "
-                            "features that are multiples of 32)",
-                 (long long)q->out, (long long)q->in);
+        snprintf(why, nwhy, "in or out features not a multiple of 32 (GPTQ loaders size qweight "
+                            "as in / 32 * bits rows and qzeros as out / 32 * bits columns)");
         return 1;
     }
     for (int64_t k = 0; k < q->out * q->ng; k++)

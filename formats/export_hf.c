@@ -153,10 +153,9 @@ static void module_of(const hmod *h, char *buf, size_t n)
 static int check_part(hx *x, const lmc_tensor *t, char *why, size_t nwhy, lmc_error *err)
 {
     if (t->enc.id != LMC_ENC_QGROUP) {
-        char d[64];
-        lmc_export_describe(t, d, sizeof d);
-        snprintf(why, nwhy, "%s (a %s checkpoint holds grouped integer weights)",
-                 d, lmc_export_format_name(x->o->format));
+        const lmc_enc_traits *tr = lmc_enc_get(t->enc.id);
+        snprintf(why, nwhy, "%s weights (a %s checkpoint holds grouped integer weights only)",
+                 tr ? tr->name : "unknown", lmc_export_format_name(x->o->format));
         return 1;
     }
     lmc_qlinear q;
@@ -278,12 +277,20 @@ static int build(hx *x, lmc_error *err)
     for (int v = 0; v < votes_n; v++)
         if (best < 0 || votes[v].n > votes[best].n)
             best = v;
-    for (int k = 0; k < x->nmods; k++)
+    const lmc_tensor *first = NULL;
+    for (int k = 0; k < x->nmods; k++) {
         any_q |= x->mods[k].linear && x->mods[k].src[0]->enc.id == LMC_ENC_QGROUP;
-    if (!any_q)
+        if (x->mods[k].linear && !first)
+            first = x->mods[k].src[0];
+    }
+    if (!any_q) {
+        const lmc_enc_traits *tr = first ? lmc_enc_get(first->enc.id) : NULL;
         return lmc_fail(err, "%s: cannot export to %s: no linear is stored in grouped integers "
-                             "(quantize with lmc rtn/gptq/awq first)",
-                        m->source_path, lmc_export_format_name(x->o->format));
+                             "(%s is %s; quantize with lmc rtn, gptq or awq first)",
+                        m->source_path, lmc_export_format_name(x->o->format),
+                        first ? first->name : "the model has no linear",
+                        tr ? tr->name : "?");
+    }
     if (best >= 0) {
         x->bits = votes[best].bits;
         x->group = votes[best].group;
@@ -308,10 +315,10 @@ static int build(hx *x, lmc_error *err)
                 snprintf(why, sizeof why, "q, k and v in different bits or group sizes (one "
                                           "c_attn module)");
         } else if (!h->linear && !is_dense(h->src[0]->enc.id)) {
-            char d[64];
-            lmc_export_describe(h->src[0], d, sizeof d);
-            snprintf(why, sizeof why, "%s outside the block linears (loaders expect it dense)",
-                     d);
+            const lmc_enc_traits *tr = lmc_enc_get(h->src[0]->enc.id);
+            snprintf(why, sizeof why, "%s weights outside the block linears (loaders expect them "
+                                      "dense)",
+                     tr ? tr->name : "unknown");
         } else
             continue;
         if (!x->o->dequant || x->none_fit)
@@ -841,8 +848,16 @@ int lmc_export_hf(const lmc_model *m, const char *out, const lmc_export_opts *o,
              o->format == LMC_EXPORT_GPTQ && x.sym ? " sym" : "");
     rc = 0;
 out:
-    if (opened)
+    if (opened) {
+        /* name the output, not its temporary directory, in the message */
+        size_t tl = strlen(ad.tmp_path);
+        if (rc != 0 && strncmp(err->msg, ad.tmp_path, tl) == 0) {
+            char msg[sizeof err->msg];
+            snprintf(msg, sizeof msg, "%s%s", out, err->msg + tl);
+            memcpy(err->msg, msg, sizeof msg);
+        }
         lmc_atomic_dir_abort(&ad);
+    }
     drop_cache(&x);
     free(x.mods);
     free(x.outs);

@@ -163,9 +163,8 @@ static int qgroup_type(const lmc_tensor *t, lmc_ggml_type *type, char *why, size
     else if (vmin >= -128 && vmax <= 127)
         *type = LMC_GGML_Q8_0;
     else {
-        snprintf(why, nwhy, "asymmetric 8-bit codes span q - zero in [%d, %d], beyond Q8_0's "
-                            "int8",
-                 vmin, vmax);
+        snprintf(why, nwhy, "asymmetric 8-bit codes with q - zero beyond Q8_0's int8 "
+                            "(-128..127) in some group");
         return 1;
     }
     return 0;
@@ -187,24 +186,28 @@ int lmc_gguf_exact_type(const lmc_tensor *t, lmc_ggml_type *type, char *why, siz
         *type = dense_type(id);
         return 0;
     }
-    char desc[96];
-    lmc_enc_describe(&t->enc, desc, sizeof desc);
+    /* the encoding's class, not its parameters: one reason for many tensors */
+    lmc_encodings_init();
+    const lmc_enc_traits *tr = lmc_enc_get(id);
+    const char *cls = tr ? tr->name : "unknown";
     switch (id) {
     case LMC_ENC_QGROUP: return qgroup_type(t, type, why, nwhy, err);
     case LMC_ENC_SPARSE:
     case LMC_ENC_NM:
-        snprintf(why, nwhy, "%s: ggml has no sparse types (the pruned zeros would be stored)",
-                 desc);
+        snprintf(why, nwhy, "%s weights: ggml has no sparse types (the pruned zeros would be "
+                            "stored)",
+                 cls);
         return 1;
     case LMC_ENC_LOWRANK:
-        snprintf(why, nwhy, "%s: llama.cpp has no factor pairs", desc);
+        snprintf(why, nwhy, "%s weights: llama.cpp has no factor pairs", cls);
         return 1;
     case LMC_ENC_INT8_OUTLIER:
     case LMC_ENC_W8A8:
-        snprintf(why, nwhy, "%s: llama.cpp cannot quantize activations as this encoding does",
-                 desc);
+        snprintf(why, nwhy, "%s weights: llama.cpp does not quantize activations as lmc evaluates "
+                            "them",
+                 cls);
         return 1;
-    default: snprintf(why, nwhy, "%s: no ggml type", desc); return 1;
+    default: snprintf(why, nwhy, "%s weights: no ggml type", cls); return 1;
     }
 }
 
