@@ -49,12 +49,21 @@ void lmc_awq_pack(const lmc_qlinear *q, int64_t col0, int64_t out_total, uint32_
                   uint32_t *qzeros, uint16_t *scales)
 {
     const int64_t wpr = out_total / 8; /* words per row */
+    /* word column j holds outputs 8j..8j+7 and no other: columns in parallel */
+    const int64_t j0 = col0 / 8, j1 = (col0 + q->out + 7) / 8;
+#pragma omp parallel for schedule(static) if (q->out * q->in > 65536)
+    for (int64_t j = j0; j < j1; j++)
+        for (int64_t oc = 8 * j; oc < 8 * j + 8; oc++) {
+            if (oc < col0 || oc >= col0 + q->out)
+                continue;
+            const uint8_t *c = q->codes + (oc - col0) * q->in;
+            const unsigned shift = 4u * (unsigned)SLOT[oc % 8];
+            for (int64_t i = 0; i < q->in; i++)
+                qweight[i * wpr + j] |= (uint32_t)c[i] << shift;
+        }
     for (int64_t o = 0; o < q->out; o++) {
         int64_t oc = col0 + o;
         unsigned shift = 4u * (unsigned)SLOT[oc % 8];
-        const uint8_t *c = q->codes + o * q->in;
-        for (int64_t i = 0; i < q->in; i++)
-            qweight[i * wpr + oc / 8] |= (uint32_t)c[i] << shift;
         for (int64_t g = 0; g < q->ng; g++) {
             qzeros[g * wpr + oc / 8] |= (uint32_t)q->zeros[o * q->ng + g] << shift;
             scales[g * out_total + oc] = q->sbits[o * q->ng + g];

@@ -326,15 +326,24 @@ static int64_t *permuted_rows(int64_t rows, int heads)
     return map;
 }
 
-static int fill(void *ctx, int index, uint8_t *dst, size_t nbytes, lmc_error *err)
+static int fill(void *ctx, int index, uint8_t *dst, size_t nbytes, const uint8_t **data,
+                lmc_error *err)
 {
     plan *p = ctx;
     const gtensor *g = &p->t[index];
-    (void)nbytes;
     if (p->o->progress)
         p->o->progress(p->o->progress_ctx, index + 1, p->n, g->name);
     if (g->gen) {
         memcpy(dst, g->gen, (size_t)g->ne[0] * 4);
+        return 0;
+    }
+    const lmc_tensor *t0 = g->src[0];
+    if (g->nsrc == 1 && !g->permute_heads && t0->ndim == 2 && !g->dequantized &&
+        ((t0->enc.id == LMC_ENC_F16 && g->type == LMC_GGML_F16) ||
+         (t0->enc.id == LMC_ENC_BF16 && g->type == LMC_GGML_BF16) ||
+         (t0->enc.id == LMC_ENC_F32 && g->type == LMC_GGML_F32)) &&
+        t0->nbytes == nbytes) {
+        *data = t0->data; /* already ggml's row-major layout: straight from the map */
         return 0;
     }
     size_t off = 0;

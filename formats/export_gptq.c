@@ -55,11 +55,24 @@ void lmc_gptq_pack(const lmc_qlinear *q, int64_t col0, int64_t out_total, uint32
                    uint32_t *qzeros, uint16_t *scales)
 {
     const int b = q->bits;
+    /* qweight column col0 + o is the row's code stream, word after word
+     * (words strided by out_total); columns are independent */
+#pragma omp parallel for schedule(static) if (q->out * q->in > 65536)
     for (int64_t o = 0; o < q->out; o++) {
-        /* qweight column col0 + o: words strided by out_total */
         const uint8_t *c = q->codes + o * q->in;
-        for (int64_t i = 0; i < q->in; i++)
-            put_bits(qweight + col0 + o, out_total, (uint64_t)(i * b), c[i], b);
+        uint32_t *col = qweight + col0 + o;
+        uint64_t acc = 0, w = 0;
+        int have = 0;
+        for (int64_t i = 0; i < q->in; i++) {
+            acc |= (uint64_t)c[i] << have;
+            if ((have += b) >= 32) {
+                col[w++ * (uint64_t)out_total] = (uint32_t)acc;
+                acc >>= 32;
+                have -= 32;
+            }
+        }
+    }
+    for (int64_t o = 0; o < q->out; o++) {
         for (int64_t g = 0; g < q->ng; g++) {
             put_bits(qzeros + g * (out_total * b / 32), 1, (uint64_t)((col0 + o) * b),
                      (uint32_t)(q->zeros[o * q->ng + g] - 1), b);

@@ -32,7 +32,7 @@
 
 /* ------------------------------------------------------------ qlinear */
 
-int lmc_qlinear_load(lmc_qlinear *q, const lmc_tensor *t, lmc_error *err)
+int lmc_qlinear_load(lmc_qlinear *q, const lmc_tensor *t, int codes, lmc_error *err)
 {
     memset(q, 0, sizeof *q);
     q->t = t;
@@ -44,11 +44,11 @@ int lmc_qlinear_load(lmc_qlinear *q, const lmc_tensor *t, lmc_error *err)
     q->g = t->enc.group > 0 ? t->enc.group : q->in;
     size_t ns = (size_t)(q->out * q->ng);
     float *sc = malloc(ns * sizeof *sc);
-    q->codes = malloc((size_t)(q->out * q->in));
+    q->codes = codes ? malloc((size_t)(q->out * q->in)) : NULL;
     q->sbits = malloc(ns * 2);
     q->zeros = malloc(ns);
     q->g_idx = malloc((size_t)q->in * sizeof *q->g_idx);
-    if (!sc || !q->codes || !q->sbits || !q->zeros || !q->g_idx) {
+    if (!sc || (codes && !q->codes) || !q->sbits || !q->zeros || !q->g_idx) {
         free(sc);
         lmc_qlinear_free(q);
         return lmc_fail(err, "%s: out of memory", t->name);
@@ -159,7 +159,7 @@ static int check_part(hx *x, const lmc_tensor *t, char *why, size_t nwhy, lmc_er
         return 1;
     }
     lmc_qlinear q;
-    if (lmc_qlinear_load(&q, t, err) != 0)
+    if (lmc_qlinear_load(&q, t, 0, err) != 0)
         return -1;
     int r = x->o->format == LMC_EXPORT_GPTQ ? lmc_gptq_refuse(&q, why, nwhy)
                                             : lmc_awq_refuse(&q, why, nwhy);
@@ -353,7 +353,7 @@ static int build(hx *x, lmc_error *err)
             x->sym &= h->src[j]->enc.sym;
             if (x->o->format == LMC_EXPORT_GPTQ && h->src[j]->enc.has_gidx) {
                 lmc_qlinear q;
-                if (lmc_qlinear_load(&q, h->src[j], err) != 0)
+                if (lmc_qlinear_load(&q, h->src[j], 0, err) != 0)
                     return -1;
                 x->desc_act |= !q.plain_gidx;
                 lmc_qlinear_free(&q);
@@ -468,7 +468,7 @@ static int pack_module(hx *x, int k, lmc_error *err)
     int64_t col0 = 0;
     for (int j = 0; j < h->nsrc; j++) {
         lmc_qlinear q;
-        if (lmc_qlinear_load(&q, h->src[j], err) != 0) {
+        if (lmc_qlinear_load(&q, h->src[j], 1, err) != 0) {
             drop_cache(x);
             return -1;
         }
@@ -553,7 +553,7 @@ typedef struct fctx {
     int i;
 } fctx;
 
-static int fill(void *ctx, void *dst, size_t nbytes, lmc_error *err)
+static int fill(void *ctx, void *dst, size_t nbytes, const void **data, lmc_error *err)
 {
     fctx *f = ctx;
     hx *x = f->x;
@@ -561,6 +561,11 @@ static int fill(void *ctx, void *dst, size_t nbytes, lmc_error *err)
     const hmod *h = &x->mods[ho->mod];
     if (x->o->progress)
         x->o->progress(x->o->progress_ctx, f->i + 1, x->nouts, ho->name);
+    if (ho->part == P_DENSE && h->nsrc == 1 && h->src[0]->enc.id == h->dtype &&
+        (h->layout == LMC_HF_PLAIN || h->src[0]->ndim == 1) && h->src[0]->nbytes == nbytes) {
+        *data = h->src[0]->data; /* as stored: no copy */
+        return 0;
+    }
     if (ho->part == P_DENSE)
         return fill_dense(h, dst, err);
     if (pack_module(x, ho->mod, err) != 0)

@@ -46,7 +46,9 @@ typedef struct lmc_qlinear {
     int32_t *g_idx;
     int plain_gidx; /* g_idx[i] == i / g for every i */
 } lmc_qlinear;
-int lmc_qlinear_load(lmc_qlinear *q, const lmc_tensor *t, lmc_error *err);
+/* codes: unpack the codes too (else q->codes is NULL: checks need only
+ * scales, zeros and g_idx). */
+int lmc_qlinear_load(lmc_qlinear *q, const lmc_tensor *t, int codes, lmc_error *err);
 void lmc_qlinear_free(lmc_qlinear *q);
 
 /* GPTQ v1 (export_gptq.c): 1 with the reason when q cannot be stored

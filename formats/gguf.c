@@ -288,17 +288,19 @@ int lmc_gguf_write(lmc_gguf *g, const char *path, lmc_gguf_fill_fn fill, void *c
     int rc = lmc_atomic_write(&af, h.p, h.n, err);
     uint64_t total = h.n;
     free(h.p);
+    /* one buffer for every tensor: fresh pages per tensor cost a fault each */
+    size_t most = 1;
+    for (int i = 0; i < g->n_t; i++)
+        most = g->t[i].nbytes > most ? g->t[i].nbytes : most;
+    uint8_t *b = malloc(most);
+    if (!b && rc == 0)
+        rc = lmc_fail(err, "%s: out of memory for the largest tensor", path);
     for (int i = 0; i < g->n_t && rc == 0; i++) {
         const tinfo *t = &g->t[i];
-        uint8_t *b = malloc(t->nbytes ? t->nbytes : 1);
-        if (!b) {
-            rc = lmc_fail(err, "%s: out of memory for tensor %s", path, t->name);
-            break;
-        }
-        rc = fill(ctx, i, b, t->nbytes, err);
+        const uint8_t *data = b;
+        rc = fill(ctx, i, b, t->nbytes, &data, err);
         if (rc == 0)
-            rc = lmc_atomic_write(&af, b, t->nbytes, err);
-        free(b);
+            rc = lmc_atomic_write(&af, data, t->nbytes, err);
         /* every tensor padded, the last one too, as ggml's own writer does
          * (a reader that loads the data area reads the padded size) */
         size_t pad = (size_t)(align_up(t->nbytes) - t->nbytes);
@@ -306,6 +308,7 @@ int lmc_gguf_write(lmc_gguf *g, const char *path, lmc_gguf_fill_fn fill, void *c
             rc = lmc_atomic_write(&af, zeros, pad, err);
         total += t->nbytes + pad;
     }
+    free(b);
     if (rc != 0) {
         lmc_atomic_abort(&af);
         return -1;

@@ -63,9 +63,12 @@ int lmc_gguf_add_tensor(lmc_gguf *g, const char *name, int ndim, const int64_t *
 size_t lmc_gguf_tensor_bytes(const lmc_gguf *g, int index);
 int lmc_gguf_n_tensors(const lmc_gguf *g);
 
-/* Fills dst (lmc_gguf_tensor_bytes(index) bytes) with tensor index. */
+/* Produces tensor index (lmc_gguf_tensor_bytes(index) bytes): into dst, or
+ * by pointing *data at bytes that stay valid until the call returns to the
+ * writer (a tensor already in its final layout, written without a copy).
+ * *data is dst on entry. */
 typedef int (*lmc_gguf_fill_fn)(void *ctx, int index, uint8_t *dst, size_t nbytes,
-                                lmc_error *err);
+                                const uint8_t **data, lmc_error *err);
 /* Write the file atomically; returns 0, or -1 with err (nothing left at
  * path). *written: total bytes of the file (may be NULL). */
 int lmc_gguf_write(lmc_gguf *g, const char *path, lmc_gguf_fill_fn fill, void *ctx,

@@ -120,36 +120,59 @@ static int qgroup_type(const lmc_tensor *t, lmc_ggml_type *type, char *why, size
             }
         }
     }
-    uint8_t *codes = malloc((size_t)cols + (size_t)v.ng);
-    uint16_t *sb = malloc((size_t)v.ng * 2);
-    if (!codes || !sb) {
-        free(codes);
-        free(sb);
-        return lmc_fail(err, "%s: out of memory", t->name);
-    }
-    uint8_t *zeros = codes + cols;
-    int vmin = 255, vmax = -255, q41 = 1, q51 = 1, bad_scale = 0;
-    for (int64_t r = 0; r < v.rows && !bad_scale; r++) {
-        qrow(&v, r, codes, sb, zeros);
-        for (int64_t k = 0; k < v.ng; k++) {
-            if ((sb[k] & 0x7c00) == 0x7c00) {
-                bad_scale = 1;
-                break;
-            }
-            int64_t c1 = (k + 1) * v.g < cols ? (k + 1) * v.g : cols;
-            int lo, hi;
-            uint16_t m;
-            group_range(codes, k * v.g, c1, zeros[k], &lo, &hi);
-            vmin = lo < vmin ? lo : vmin;
-            vmax = hi > vmax ? hi : vmax;
-            if (q41 && pick_k(sb[k], zeros[k], lo, hi, 15, &m) < 0)
-                q41 = 0;
-            if (q51 && pick_k(sb[k], zeros[k], lo, hi, 31, &m) < 0)
-                q51 = 0;
+    /* pass 1: the range of q - zero of every group (rows in parallel) */
+    size_t ns = (size_t)(v.rows * v.ng);
+    int16_t *lo = malloc(ns * sizeof *lo), *hi = malloc(ns * sizeof *hi);
+    uint16_t *sball = malloc(ns * 2);
+    uint8_t *zall = malloc(ns);
+    int fail = !lo || !hi || !sball || !zall, bad_scale = 0;
+#pragma omp parallel if (v.rows * cols > 65536)
+    {
+        uint8_t *codes = fail ? NULL : malloc((size_t)cols);
+        if (!codes) {
+#pragma omp atomic write
+            fail = 1;
         }
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < v.rows; r++) {
+            if (!codes)
+                continue;
+            uint16_t *sb = sball + r * v.ng;
+            uint8_t *zr = zall + r * v.ng;
+            qrow(&v, r, codes, sb, zr);
+            for (int64_t k = 0; k < v.ng; k++) {
+                if ((sb[k] & 0x7c00) == 0x7c00) {
+#pragma omp atomic write
+                    bad_scale = 1;
+                }
+                int64_t c1 = (k + 1) * v.g < cols ? (k + 1) * v.g : cols;
+                int l, h;
+                group_range(codes, k * v.g, c1, zr[k], &l, &h);
+                lo[r * v.ng + k] = (int16_t)l;
+                hi[r * v.ng + k] = (int16_t)h;
+            }
+        }
+        free(codes);
     }
-    free(codes);
-    free(sb);
+    int vmin = 255, vmax = -255, q41 = 1, q51 = 1;
+    for (size_t k = 0; k < ns && !fail; k++) {
+        vmin = lo[k] < vmin ? lo[k] : vmin;
+        vmax = hi[k] > vmax ? hi[k] : vmax;
+    }
+    /* pass 2, only when Q4_0 does not hold it: an offset k per group */
+    uint16_t m;
+    if (!fail && !bad_scale && !(vmin >= -8 && vmax <= 7))
+        for (size_t k = 0; k < ns && q41; k++)
+            q41 = pick_k(sball[k], zall[k], lo[k], hi[k], 15, &m) >= 0;
+    if (!fail && !bad_scale && !q41 && !(vmin >= -16 && vmax <= 15))
+        for (size_t k = 0; k < ns && q51; k++)
+            q51 = pick_k(sball[k], zall[k], lo[k], hi[k], 31, &m) >= 0;
+    free(lo);
+    free(hi);
+    free(sball);
+    free(zall);
+    if (fail)
+        return lmc_fail(err, "%s: out of memory", t->name);
     if (bad_scale)
         return lmc_fail(err, "%s: a scale is not finite (damaged tensor)", t->name);
     if (vmin >= -8 && vmax <= 7)
@@ -282,20 +305,35 @@ static int encode_qgroup(const lmc_tensor *t, lmc_ggml_type type, const int64_t 
     qview v;
     qview_init(&v, t);
     size_t rb = lmc_ggml_row_bytes(type, v.cols);
-    uint8_t *codes = malloc((size_t)v.cols + (size_t)v.ng);
-    uint16_t *sb = malloc((size_t)v.ng * 2);
-    int rc = 0;
-    if (!codes || !sb)
-        rc = lmc_fail(err, "%s: out of memory", t->name);
-    for (int64_t i = 0; i < v.rows && rc == 0; i++) {
-        qrow(&v, rowmap ? rowmap[i] : i, codes, sb, codes + v.cols);
-        if (encode_qrow(&v, type, codes, sb, codes + v.cols, dst + (size_t)i * rb) != 0)
-            rc = lmc_fail(err, "%s: internal error: row %lld does not fit %s", t->name,
-                          (long long)i, lmc_ggml_type_name(type));
+    int oom = 0;
+    int64_t bad = -1;
+#pragma omp parallel if (v.rows * v.cols > 65536)
+    {
+        uint8_t *codes = malloc((size_t)v.cols + (size_t)v.ng);
+        uint16_t *sb = malloc((size_t)v.ng * 2);
+        if (!codes || !sb) {
+#pragma omp atomic write
+            oom = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < v.rows; i++) {
+            if (!codes || !sb)
+                continue;
+            qrow(&v, rowmap ? rowmap[i] : i, codes, sb, codes + v.cols);
+            if (encode_qrow(&v, type, codes, sb, codes + v.cols, dst + (size_t)i * rb) != 0) {
+#pragma omp atomic write
+                bad = i;
+            }
+        }
+        free(codes);
+        free(sb);
     }
-    free(codes);
-    free(sb);
-    return rc;
+    if (oom)
+        return lmc_fail(err, "%s: out of memory", t->name);
+    if (bad >= 0)
+        return lmc_fail(err, "%s: internal error: row %lld does not fit %s", t->name,
+                        (long long)bad, lmc_ggml_type_name(type));
+    return 0;
 }
 
 /* Through to_f32 into a float type (vectors, dense type changes, --dequant). */

@@ -500,7 +500,7 @@ int lmc_safetensors_write(const char *path, const lmc_st_write_tensor *tensors, 
     sbuf hb = {0};
     int rc = -1;
     float *tmp = NULL;
-    void *out = NULL, *stage = NULL;
+    void *out = NULL, *stage = NULL, *fbuf = NULL;
 
     sb_str(&hb, "{");
     int first = 1;
@@ -608,15 +608,18 @@ int lmc_safetensors_write(const char *path, const lmc_st_write_tensor *tensors, 
     for (int i = 0; i < n; i++) {
         const lmc_st_write_tensor *t = &tensors[i];
         if (t->fill) {
-            void *buf = malloc(sizes[i] ? sizes[i] : 1);
-            if (!buf) {
-                lmc_fail(err, "%s: out of memory for tensor %s", path, t->name);
-                goto fail;
+            if (!fbuf) { /* one buffer, the largest filled tensor's size */
+                size_t most = 1;
+                for (int k = i; k < n; k++)
+                    most = tensors[k].fill && sizes[k] > most ? sizes[k] : most;
+                if (!(fbuf = malloc(most))) {
+                    lmc_fail(err, "%s: out of memory for tensor %s", path, t->name);
+                    goto fail;
+                }
             }
-            int r = t->fill(t->fill_ctx, buf, sizes[i], err) != 0 ||
-                    lmc_atomic_write(&af, buf, sizes[i], err) != 0;
-            free(buf);
-            if (r)
+            const void *data = fbuf;
+            if (t->fill(t->fill_ctx, fbuf, sizes[i], &data, err) != 0 ||
+                lmc_atomic_write(&af, data, sizes[i], err) != 0)
                 goto fail;
             continue;
         }
@@ -652,5 +655,6 @@ out:
     free(tmp);
     free(out);
     free(stage);
+    free(fbuf);
     return rc;
 }

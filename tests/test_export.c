@@ -260,10 +260,12 @@ static uint64_t rd64(const uint8_t *p)
 }
 
 /* fill: byte i of tensor k is k + i */
-static int fill_pattern(void *ctx, int index, uint8_t *dst, size_t n, lmc_error *err)
+static int fill_pattern(void *ctx, int index, uint8_t *dst, size_t n, const uint8_t **data,
+                        lmc_error *err)
 {
     (void)ctx;
     (void)err;
+    (void)data;
     for (size_t i = 0; i < n; i++)
         dst[i] = (uint8_t)(index + i);
     return 0;
@@ -400,7 +402,7 @@ START_TEST(gptq_pack_and_refuse)
             q.zeros[k] = (uint8_t)(1 + q.zeros[k] % ((1u << bits) - 1)); /* >= 1 */
         qt_repack(&q);
         lmc_qlinear ql;
-        ck_assert(lmc_qlinear_load(&ql, &q.t, &err) == 0);
+        ck_assert(lmc_qlinear_load(&ql, &q.t, 1, &err) == 0);
         ck_assert_int_eq(lmc_gptq_refuse(&ql, why, sizeof why), 0);
         /* the tensor as the second half of a 128-output module */
         int64_t out = 128;
@@ -426,7 +428,7 @@ START_TEST(gptq_pack_and_refuse)
         q.zeros[5] = 0;
         qt_repack(&q);
         lmc_qlinear_free(&ql);
-        ck_assert(lmc_qlinear_load(&ql, &q.t, &err) == 0);
+        ck_assert(lmc_qlinear_load(&ql, &q.t, 1, &err) == 0);
         ck_assert_int_eq(lmc_gptq_refuse(&ql, why, sizeof why), 1);
         ck_assert_msg(strstr(why, "zero point of 0"), "%s", why);
         lmc_qlinear_free(&ql);
@@ -435,13 +437,13 @@ START_TEST(gptq_pack_and_refuse)
     qt q;
     qt_make(&q, 48, 64, 4, 32, 1, 0);
     lmc_qlinear ql;
-    ck_assert(lmc_qlinear_load(&ql, &q.t, &err) == 0);
+    ck_assert(lmc_qlinear_load(&ql, &q.t, 1, &err) == 0);
     ck_assert_int_eq(lmc_gptq_refuse(&ql, why, sizeof why), 1);
     ck_assert_msg(strstr(why, "multiple of 32"), "%s", why);
     lmc_qlinear_free(&ql);
     qt_free(&q);
     qt_make(&q, 32, 64, 6, 32, 1, 0);
-    ck_assert(lmc_qlinear_load(&ql, &q.t, &err) == 0);
+    ck_assert(lmc_qlinear_load(&ql, &q.t, 1, &err) == 0);
     ck_assert_int_eq(lmc_gptq_refuse(&ql, why, sizeof why), 1);
     lmc_qlinear_free(&ql);
     qt_free(&q);
@@ -456,7 +458,7 @@ START_TEST(awq_pack_order)
     qt q;
     qt_make(&q, 16, 64, 4, 32, 0, 0);
     lmc_qlinear ql;
-    ck_assert(lmc_qlinear_load(&ql, &q.t, &err) == 0);
+    ck_assert(lmc_qlinear_load(&ql, &q.t, 1, &err) == 0);
     ck_assert_int_eq(lmc_awq_refuse(&ql, why, sizeof why), 0);
     int64_t out = 24; /* as outputs 8..23 of a module */
     uint32_t *qw = calloc((size_t)(64 * out / 8), 4), *qz = calloc((size_t)(2 * out / 8), 4);
@@ -478,7 +480,7 @@ START_TEST(awq_pack_order)
     lmc_qlinear_free(&ql);
     qt_free(&q);
     qt_make(&q, 16, 96, 4, 64, 0, 0); /* a short last group */
-    ck_assert(lmc_qlinear_load(&ql, &q.t, &err) == 0);
+    ck_assert(lmc_qlinear_load(&ql, &q.t, 1, &err) == 0);
     ck_assert_int_eq(lmc_awq_refuse(&ql, why, sizeof why), 1);
     lmc_qlinear_free(&ql);
     qt_free(&q);
