@@ -4,8 +4,9 @@
 # tokenize's, and its perplexity of the first windows equals lmc eval's of
 # the source within 0.05% (F16), 0.3% (Q8_0), 0.5% (Q4_0/Q4_1/Q5_0; llama.cpp
 # quantizes activations for quantized dot products on the CPU). llama-xs
-# always (a few windows: LMC_EXPORT_WINDOWS, default 1); llama-s, gpt2-s and
-# tokenizer variants when ../shared is there. Skips (77) when npm or its
+# always (a few windows: LMC_EXPORT_WINDOWS, default 1); llama-s, gpt2-s
+# (LMC_EXPORT_WINDOWS_SHARED, default 1) and tokenizer variants when
+# ../shared is there. Skips (77) when npm or its
 # registry is unreachable.
 set -u
 . tests/cli_lib.sh
@@ -62,14 +63,24 @@ print(f"llama-xs {sys.argv[1]} f16 (512-token windows): llama.cpp {lc:.4f}, lmc 
 sys.exit(abs(d) > 0.05)
 PY
 done
-grep -q '"llama.cpp architecture qwen2"\|architecture qwen2' "$tmp/qwen2.gguf.json" || fail "qwen2 variant not exported as qwen2"
+grep -q 'architecture qwen2' "$tmp/qwen2.gguf.json" || fail "qwen2 variant not exported as qwen2"
+# bf16 weights, and a Qwen2 with its own byte-fallback tokenizer: the random
+# tiny-qwen2 of scripts/make-random-checkpoint (its near-uniform predictions
+# check the weights' path and the tokenizer, not much of the model)
+scripts/make-random-checkpoint tiny-qwen2 "$tmp/tq2" > /dev/null 2>&1 || fail "make-random-checkpoint"
+export_gguf "$tmp/tq2" "$tmp/tq2.gguf"
+[ "$(gguf_type "$tmp/tq2.gguf" blk.0.attn_q.weight)" = bf16 ] || fail "tiny-qwen2: not bf16"
+"$LMC" tokenize "$tmp/tq2" data/eval.txt -o "$tmp/tq2.i32" || fail "tokenize tq2"
+llamacpp "$tmp/tq2.gguf" tokenize data/eval.txt "$tmp/tq2.lc.i32" > /dev/null || fail "llama.cpp tokenize tq2"
+cmp -s "$tmp/tq2.i32" "$tmp/tq2.lc.i32" || fail "tiny-qwen2: llama.cpp's ids differ from lmc's"
+ppl_check "tiny-qwen2 (random) bf16" "$tmp/tq2.gguf" "$tmp/tq2" "$tmp/tq2.i32" 2 0.05
 
 S=../shared
 if [ ! -d "$S" ]; then
     echo "SKIP: ../shared absent (llama-s, gpt2-s)"
     exit 0
 fi
-WS=${LMC_EXPORT_WINDOWS_SHARED:-2}
+WS=${LMC_EXPORT_WINDOWS_SHARED:-1}
 for m in llama-s gpt2-s; do
     export_gguf "$S/models/$m" "$tmp/$m.gguf"
     llamacpp "$tmp/$m.gguf" tokenize "$S/data/eval.txt" "$tmp/$m.lc.i32" > /dev/null || fail "$m tokenize"
