@@ -345,42 +345,11 @@ static mkind map_name(const arch_names *an, int n_layers, const char *name, char
     return M_UNKNOWN;
 }
 
-/* The usual HF name of a canonical tensor, for "missing tensor" messages. */
-static void hint_name(const arch_names *an, const char *canon, char *buf, size_t n)
+/* The save_pretrained name of a canonical tensor and its layout; -1 when the
+ * architecture has none. */
+static int hf_name(const arch_names *an, const char *canon, char *buf, size_t n,
+                   lmc_hf_layout *layout)
 {
-    if (strcmp(canon, "head.weight") == 0) {
-        snprintf(buf, n, "lm_head.weight");
-        return;
-    }
-    int layer;
-    char role[32], kind[16];
-    if (sscanf(canon, "blk.%d.%31[^.].%15s", &layer, role, kind) == 3) {
-        /* q, k, v of an architecture that fuses them come from the fused tensor */
-        int fused = 0;
-        for (const rule *r = an->layer; r->hf; r++)
-            fused |= r->kind == M_QKV;
-        int qkv = !strcmp(role, "q") || !strcmp(role, "k") || !strcmp(role, "v");
-        char want[64];
-        snprintf(want, sizeof want, "%s.%s", fused && qkv ? "qkv" : role, kind);
-        for (const rule *r = an->layer; r->hf; r++)
-            if (r->canon && strcmp(r->canon, want) == 0) {
-                snprintf(buf, n, "%s%s%d.%s", an->prefixes[0], an->layers, layer, r->hf);
-                return;
-            }
-    } else {
-        for (const rule *r = an->top; r->hf; r++)
-            if (r->canon && strcmp(r->canon, canon) == 0) {
-                snprintf(buf, n, "%s%s", an->prefixes[0], r->hf);
-                return;
-            }
-    }
-    snprintf(buf, n, "%s", canon);
-}
-
-int lmc_hf_tensor_name(lmc_arch arch, const char *canon, char *buf, size_t n,
-                       lmc_hf_layout *layout)
-{
-    const arch_names *an = names_for(arch);
     *layout = LMC_HF_PLAIN;
     if (strcmp(canon, "head.weight") == 0) {
         snprintf(buf, n, "lm_head.weight");
@@ -396,6 +365,7 @@ int lmc_hf_tensor_name(lmc_arch arch, const char *canon, char *buf, size_t n,
             }
         return -1;
     }
+    /* q, k, v of an architecture that fuses them come from the fused tensor */
     int fused = 0;
     for (const rule *r = an->layer; r->hf; r++)
         fused |= r->kind == M_QKV;
@@ -411,6 +381,20 @@ int lmc_hf_tensor_name(lmc_arch arch, const char *canon, char *buf, size_t n,
             return 0;
         }
     return -1;
+}
+
+/* The usual HF name of a canonical tensor, for "missing tensor" messages. */
+static void hint_name(const arch_names *an, const char *canon, char *buf, size_t n)
+{
+    lmc_hf_layout layout;
+    if (hf_name(an, canon, buf, n, &layout) != 0)
+        snprintf(buf, n, "%s", canon);
+}
+
+int lmc_hf_tensor_name(lmc_arch arch, const char *canon, char *buf, size_t n,
+                       lmc_hf_layout *layout)
+{
+    return hf_name(names_for(arch), canon, buf, n, layout);
 }
 
 /* -------------------------------------------------- expected tensors (slots) */
