@@ -94,13 +94,13 @@ check: $(B)/lmc $(TESTS) $(TOOLS)
 # UBSan, CPU-only.
 ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
 ASAN_TESTS = test_core test_safetensors test_hf_config test_checkpoint test_container \
-             test_tokenizer test_qgroup test_sparse
+             test_tokenizer test_qgroup test_sparse test_export
 asan-check:
 	$(MAKE) B=build-asan CFLAGS="$(ASAN_FLAGS)" LMC_NO_CUDA=1 build-asan/lmc \
 	    $(ASAN_TESTS:%=build-asan/tests/%)
 	ASAN_OPTIONS=detect_leaks=1 LMC_BIN=build-asan/lmc scripts/run-tests.sh \
 	    $(ASAN_TESTS:%=build-asan/tests/%) tests/cli/inspect_convert.sh tests/cli/eval.sh \
-	    tests/cli/tokenize.sh
+	    tests/cli/tokenize.sh tests/cli/export_errors.sh
 
 # GPU tests (on a machine with an NVIDIA GPU): every CUDA kernel against the
 # CPU path, every pass's GPU container against its CPU one; prints SKIP and
