@@ -183,6 +183,12 @@ int lmc_cmd_export(int argc, char **argv)
         return lmc_usage_error(CMD, "MODEL is required");
     if (!out || !*out)
         return lmc_usage_error(CMD, "-o OUT is required");
+    char outbuf[4096];
+    size_t ol = strlen(out);
+    while (ol > 1 && out[ol - 1] == '/') /* "dir/" names the directory itself */
+        ol--;
+    snprintf(outbuf, sizeof outbuf, "%.*s", (int)ol, out);
+    out = outbuf;
     lmc_export_opts o = {0};
     if (!fmt)
         return lmc_usage_error(CMD, "--format gguf|gptq|awq is required");

@@ -46,6 +46,9 @@ for f in gguf gptq awq; do
     grep -q "No such file or directory" "$tmp/err" || fail "nodir $f: $(cat "$tmp/err")"
 done
 [ ! -e "$tmp/nodir" ] || fail "nodir created"
+"$LMC" export "$tmp/w4.lmc" -o "$tmp/slash/" --format gptq -q > /dev/null 2> "$tmp/err" || true
+[ -d "$tmp/slash" ] && [ -f "$tmp/slash/config.json" ] || fail "OUT/ with a slash: $(cat "$tmp/err")"
+rm -rf "$tmp/slash"
 expect 1 "refusing to overwrite the input" "$LMC" export "$tmp/w4.lmc" -o "$tmp/w4.lmc" --format gguf
 echo keep > "$tmp/keep.txt"
 expect 1 "exists and is not a GGUF file" "$LMC" export "$tmp/w4.lmc" -o "$tmp/keep.txt" --format gguf
