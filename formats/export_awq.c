@@ -49,18 +49,24 @@ void lmc_awq_pack(const lmc_qlinear *q, int64_t col0, int64_t out_total, uint32_
                   uint32_t *qzeros, uint16_t *scales)
 {
     const int64_t wpr = out_total / 8; /* words per row */
-    /* word column j holds outputs 8j..8j+7 and no other: columns in parallel */
+    /* word column j holds outputs 8j..8j+7 and no other: columns in parallel,
+     * each word assembled from its 8 codes and stored once */
     const int64_t j0 = col0 / 8, j1 = (col0 + q->out + 7) / 8;
 #pragma omp parallel for schedule(static) if (q->out * q->in > 65536)
-    for (int64_t j = j0; j < j1; j++)
-        for (int64_t oc = 8 * j; oc < 8 * j + 8; oc++) {
-            if (oc < col0 || oc >= col0 + q->out)
-                continue;
-            const uint8_t *c = q->codes + (oc - col0) * q->in;
-            const unsigned shift = 4u * (unsigned)SLOT[oc % 8];
-            for (int64_t i = 0; i < q->in; i++)
-                qweight[i * wpr + j] |= (uint32_t)c[i] << shift;
+    for (int64_t j = j0; j < j1; j++) {
+        const uint8_t *c[8];
+        for (int r = 0; r < 8; r++) {
+            int64_t o = 8 * j + r - col0;
+            c[r] = o >= 0 && o < q->out ? q->codes + o * q->in : NULL;
         }
+        for (int64_t i = 0; i < q->in; i++) {
+            uint32_t w = 0;
+            for (int r = 0; r < 8; r++)
+                if (c[r])
+                    w |= (uint32_t)c[r][i] << (4u * (unsigned)SLOT[r]);
+            qweight[i * wpr + j] |= w;
+        }
+    }
     for (int64_t o = 0; o < q->out; o++) {
         int64_t oc = col0 + o;
         unsigned shift = 4u * (unsigned)SLOT[oc % 8];
