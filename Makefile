@@ -19,6 +19,8 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(B)/%.o)
 TESTS    = $(TEST_SRC:tests/%.c=$(B)/tests/%)
 TEST_HELPERS = $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
 TEST_HELPER_OBJ = $(TEST_HELPERS:%.c=$(B)/%.o)
+# small programs the CLI tests run (tests/tools/*.c, each one file on liblmc)
+TOOLS    = $(patsubst tests/tools/%.c,$(B)/tests/tools/%,$(wildcard tests/tools/*.c))
 
 # CUDA: built only when nvcc is found; the CPU build never needs it.
 CU_SRC   = $(wildcard eval/cuda/*.cu compress/cuda/*.cu)
@@ -65,6 +67,9 @@ $(B)/%.cu.o: %.cu $(B)/.flags
 	@mkdir -p $(@D)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
+$(B)/tests/tools/%: $(B)/tests/tools/%.o $(B)/liblmc.a
+	$(CC) $(CFLAGS) -o $@ $< $(B)/liblmc.a $(LDLIBS)
+
 $(B)/tests/%: $(B)/tests/%.o $(TEST_HELPER_OBJ) $(B)/liblmc.a
 	$(CC) $(CFLAGS) -o $@ $< $(TEST_HELPER_OBJ) $(B)/liblmc.a $(CHECK_LIBS) $(LDLIBS)
 
@@ -81,7 +86,7 @@ demo:
 	@$(MAKE) --no-print-directory -j2 all
 	@scripts/demo.sh
 
-check: $(B)/lmc $(TESTS)
+check: $(B)/lmc $(TESTS) $(TOOLS)
 	@scripts/run-tests.sh $(TESTS)
 
 # The malformed-input tests (parsers of safetensors, config.json,
@@ -91,14 +96,14 @@ check: $(B)/lmc $(TESTS)
 # "undefined" group).
 ASAN_FLAGS = -O1 -g -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer
 ASAN_TESTS = test_core test_safetensors test_hf_config test_checkpoint test_container \
-             test_tokenizer test_qgroup test_sparse test_finite test_fuzz_regress
+             test_tokenizer test_qgroup test_sparse test_finite test_fuzz_regress test_export
 asan-check:
 	$(MAKE) B=build-asan CFLAGS="$(ASAN_FLAGS)" LMC_NO_CUDA=1 build-asan/lmc \
 	    $(ASAN_TESTS:%=build-asan/tests/%)
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    LMC_BIN=build-asan/lmc scripts/run-tests.sh \
 	    $(ASAN_TESTS:%=build-asan/tests/%) tests/cli/inspect_convert.sh tests/cli/eval.sh \
-	    tests/cli/tokenize.sh tests/cli/hardening.sh
+	    tests/cli/tokenize.sh tests/cli/hardening.sh tests/cli/export_errors.sh
 
 # GPU tests (on a machine with an NVIDIA GPU): every CUDA kernel against the
 # CPU path, every pass's GPU container against its CPU one; prints SKIP and
@@ -134,5 +139,5 @@ bench: $(B)/lmc
 clean:
 	rm -rf build build-asan build-fuzz
 
--include $(LIB_OBJ:.o=.d) $(CU_C_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(TESTS:=.d) $(TEST_HELPER_OBJ:.o=.d) \
-         $(wildcard $(B)/fuzz/*.d)
+-include $(LIB_OBJ:.o=.d) $(CU_C_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(TESTS:=.d) \
+         $(TEST_HELPER_OBJ:.o=.d) $(TOOLS:=.d) $(wildcard $(B)/fuzz/*.d)

@@ -20,7 +20,8 @@
     X(sparsegpt, "SparseGPT pruning (unstructured or N:M), optional joint quant") \
     X(wanda, "Wanda pruning (|W| * ||x||)")                                     \
     X(magnitude, "magnitude pruning")                                           \
-    X(svd, "low-rank factorization (plain, activation-aware, whitened)")
+    X(svd, "low-rank factorization (plain, activation-aware, whitened)")           \
+    X(export, "GGUF (llama.cpp), GPTQ or AWQ checkpoint (transformers, vLLM)")
 
 #define DECL(name, help) int lmc_cmd_##name(int argc, char **argv);
 LMC_CMDS(DECL)

@@ -136,16 +136,35 @@ char *lmc_path_join(const char *dir, const char *name)
 static char *volatile pending[LMC_MAX_PENDING];
 static int handlers_installed;
 
+/* Pending output directories: their path and the files registered in them,
+ * fixed-size so that the signal handler only calls unlink and rmdir. */
+#define LMC_MAX_PENDING_DIRS 2
+static struct {
+    char *volatile dir;
+    char *volatile files[LMC_ATOMIC_DIR_FILES];
+} pending_dirs[LMC_MAX_PENDING_DIRS];
+
+static void remove_dir_slot(int s)
+{
+    for (int k = 0; k < LMC_ATOMIC_DIR_FILES; k++)
+        if (pending_dirs[s].files[k])
+            unlink(pending_dirs[s].files[k]);
+    if (pending_dirs[s].dir)
+        rmdir(pending_dirs[s].dir);
+}
+
 static void on_signal(int sig)
 {
     for (int i = 0; i < LMC_MAX_PENDING; i++)
         if (pending[i])
             unlink(pending[i]);
+    for (int s = 0; s < LMC_MAX_PENDING_DIRS; s++)
+        remove_dir_slot(s);
     signal(sig, SIG_DFL);
     raise(sig);
 }
 
-static void track(char *p)
+static void install_handlers(void)
 {
     if (!handlers_installed) {
         struct sigaction sa;
@@ -163,6 +182,11 @@ static void track(char *p)
             signal(SIGXFSZ, SIG_IGN);
         handlers_installed = 1;
     }
+}
+
+static void track(char *p)
+{
+    install_handlers();
     for (int i = 0; i < LMC_MAX_PENDING; i++)
         if (!pending[i]) {
             pending[i] = p;
@@ -264,4 +288,121 @@ void lmc_atomic_abort(lmc_atomic_file *af)
     }
     free(af->final_path);
     af->final_path = NULL;
+}
+
+/* ------------------------------------------------------ atomic directories */
+
+int lmc_atomic_dir_open(lmc_atomic_dir *ad, const char *path, lmc_error *err)
+{
+    memset(ad, 0, sizeof *ad);
+    ad->slot = -1;
+    for (int s = 0; s < LMC_MAX_PENDING_DIRS && ad->slot < 0; s++)
+        if (!pending_dirs[s].dir)
+            ad->slot = s;
+    if (ad->slot < 0)
+        return lmc_fail(err, "%s: too many output directories open at once", path);
+    size_t n = strlen(path);
+    ad->final_path = strdup(path);
+    ad->tmp_path = malloc(n + 16);
+    if (!ad->final_path || !ad->tmp_path) {
+        free(ad->final_path);
+        free(ad->tmp_path);
+        ad->final_path = ad->tmp_path = NULL;
+        return lmc_fail(err, "%s: out of memory", path);
+    }
+    snprintf(ad->tmp_path, n + 16, "%s.tmp.XXXXXX", path);
+    if (!mkdtemp(ad->tmp_path)) {
+        int e = errno;
+        free(ad->final_path);
+        free(ad->tmp_path);
+        ad->final_path = ad->tmp_path = NULL;
+        return lmc_fail(err, "%s: cannot create output directory: %s", path, strerror(e));
+    }
+    chmod(ad->tmp_path, 0755);
+    install_handlers();
+    pending_dirs[ad->slot].dir = ad->tmp_path;
+    return 0;
+}
+
+char *lmc_atomic_dir_file(lmc_atomic_dir *ad, const char *name)
+{
+    int k = 0;
+    while (k < LMC_ATOMIC_DIR_FILES && pending_dirs[ad->slot].files[k])
+        k++;
+    if (k == LMC_ATOMIC_DIR_FILES)
+        return NULL;
+    char *p = lmc_path_join(ad->tmp_path, name), *q = p ? strdup(p) : NULL;
+    if (!q) {
+        free(p);
+        return NULL;
+    }
+    pending_dirs[ad->slot].files[k] = q; /* the handler's copy, freed at commit/abort */
+    return p;
+}
+
+static void release_dir_slot(lmc_atomic_dir *ad)
+{
+    for (int k = 0; k < LMC_ATOMIC_DIR_FILES; k++) {
+        char *f = pending_dirs[ad->slot].files[k];
+        pending_dirs[ad->slot].files[k] = NULL;
+        free(f);
+    }
+    pending_dirs[ad->slot].dir = NULL;
+    free(ad->tmp_path);
+    free(ad->final_path);
+    ad->tmp_path = ad->final_path = NULL;
+}
+
+static void fsync_path(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+int lmc_atomic_dir_commit(lmc_atomic_dir *ad, lmc_error *err)
+{
+    if (!ad->tmp_path)
+        return lmc_fail(err, "output directory not open");
+    fsync_path(ad->tmp_path);
+    if (rename(ad->tmp_path, ad->final_path) != 0) {
+        lmc_fail(err, "%s: cannot rename into place: %s", ad->final_path, strerror(errno));
+        lmc_atomic_dir_abort(ad);
+        return -1;
+    }
+    char *d = strdup(ad->final_path);
+    if (d) {
+        fsync_path(dirname(d));
+        free(d);
+    }
+    release_dir_slot(ad);
+    return 0;
+}
+
+void lmc_atomic_dir_abort(lmc_atomic_dir *ad)
+{
+    if (!ad->tmp_path)
+        return;
+    remove_dir_slot(ad->slot);
+    release_dir_slot(ad);
+}
+
+int lmc_copy_file(const char *src, const char *dst, lmc_error *err)
+{
+    char *data;
+    size_t n;
+    if (lmc_read_file(src, &data, &n, err) != 0)
+        return -1;
+    lmc_atomic_file af;
+    int rc = -1;
+    if (lmc_atomic_open(&af, dst, err) == 0) {
+        if (lmc_atomic_write(&af, data, n, err) != 0)
+            lmc_atomic_abort(&af);
+        else
+            rc = lmc_atomic_commit(&af, err);
+    }
+    free(data);
+    return rc;
 }

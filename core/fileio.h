@@ -46,4 +46,26 @@ void lmc_atomic_abort(lmc_atomic_file *af);
 /* fwrite that reports errors with the destination's name. */
 int lmc_atomic_write(lmc_atomic_file *af, const void *buf, size_t n, lmc_error *err);
 
+/* Copy a whole file to dst through lmc_atomic_open/commit. */
+int lmc_copy_file(const char *src, const char *dst, lmc_error *err);
+
+/* Atomic output directory (a Hugging Face checkpoint written as a whole):
+ * PATH.tmp.XXXXXX is created beside PATH, its files are written through
+ * lmc_atomic_open on the paths lmc_atomic_dir_file returns, and commit
+ * renames the directory into place (PATH must not exist, or be an empty
+ * directory). Until commit, SIGINT/SIGTERM/SIGHUP and abort remove the
+ * files and the directory. At most LMC_ATOMIC_DIR_FILES files. */
+#define LMC_ATOMIC_DIR_FILES 16
+typedef struct lmc_atomic_dir {
+    char *tmp_path;
+    char *final_path;
+    int slot; /* signal-cleanup slot */
+} lmc_atomic_dir;
+int lmc_atomic_dir_open(lmc_atomic_dir *ad, const char *path, lmc_error *err);
+/* "TMPDIR/name" (heap, caller frees), registered for cleanup; NULL on OOM
+ * or when the directory already holds LMC_ATOMIC_DIR_FILES files. */
+char *lmc_atomic_dir_file(lmc_atomic_dir *ad, const char *name);
+int lmc_atomic_dir_commit(lmc_atomic_dir *ad, lmc_error *err);
+void lmc_atomic_dir_abort(lmc_atomic_dir *ad);
+
 #endif

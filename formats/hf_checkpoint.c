@@ -346,36 +346,56 @@ static mkind map_name(const arch_names *an, int n_layers, const char *name, char
     return M_UNKNOWN;
 }
 
-/* The usual HF name of a canonical tensor, for "missing tensor" messages. */
-static void hint_name(const arch_names *an, const char *canon, char *buf, size_t n)
+/* The save_pretrained name of a canonical tensor and its layout; -1 when the
+ * architecture has none. */
+static int hf_name(const arch_names *an, const char *canon, char *buf, size_t n,
+                   lmc_hf_layout *layout)
 {
+    *layout = LMC_HF_PLAIN;
     if (strcmp(canon, "head.weight") == 0) {
         snprintf(buf, n, "lm_head.weight");
-        return;
+        return 0;
     }
     int layer;
     char role[32], kind[16];
-    if (sscanf(canon, "blk.%d.%31[^.].%15s", &layer, role, kind) == 3) {
-        /* q, k, v of an architecture that fuses them come from the fused tensor */
-        int fused = 0;
-        for (const rule *r = an->layer; r->hf; r++)
-            fused |= r->kind == M_QKV;
-        int qkv = !strcmp(role, "q") || !strcmp(role, "k") || !strcmp(role, "v");
-        char want[64];
-        snprintf(want, sizeof want, "%s.%s", fused && qkv ? "qkv" : role, kind);
-        for (const rule *r = an->layer; r->hf; r++)
-            if (r->canon && strcmp(r->canon, want) == 0) {
-                snprintf(buf, n, "%s%s%d.%s", an->prefixes[0], an->layers, layer, r->hf);
-                return;
-            }
-    } else {
+    if (sscanf(canon, "blk.%d.%31[^.].%15s", &layer, role, kind) != 3) {
         for (const rule *r = an->top; r->hf; r++)
             if (r->canon && strcmp(r->canon, canon) == 0) {
                 snprintf(buf, n, "%s%s", an->prefixes[0], r->hf);
-                return;
+                return 0;
             }
+        return -1;
     }
-    snprintf(buf, n, "%s", canon);
+    /* q, k, v of an architecture that fuses them come from the fused tensor */
+    int fused = 0;
+    for (const rule *r = an->layer; r->hf; r++)
+        fused |= r->kind == M_QKV;
+    int qkv = !strcmp(role, "q") || !strcmp(role, "k") || !strcmp(role, "v");
+    char want[64];
+    snprintf(want, sizeof want, "%s.%s", fused && qkv ? "qkv" : role, kind);
+    for (const rule *r = an->layer; r->hf; r++)
+        if (r->canon && strcmp(r->canon, want) == 0) {
+            snprintf(buf, n, "%s%s%d.%s", an->prefixes[0], an->layers, layer, r->hf);
+            *layout = r->kind == M_QKV      ? LMC_HF_FUSED_QKV
+                      : r->kind == M_CONV1D ? LMC_HF_CONV1D
+                                            : LMC_HF_PLAIN;
+            return 0;
+        }
+    return -1;
+}
+
+/* The usual HF name of a canonical tensor, for "missing tensor" messages. */
+static void hint_name(const arch_names *an, const char *canon, char *buf, size_t n)
+{
+    lmc_hf_layout layout;
+    if (hf_name(an, canon, buf, n, &layout) != 0)
+        snprintf(buf, n, "%s", canon);
+}
+
+int lmc_hf_tensor_name(lmc_arch arch, const char *canon, char *buf, size_t n,
+                       lmc_hf_layout *layout)
+{
+    return hf_name(names_for(arch), canon, buf, n, layout);
 }
 
 /* -------------------------------------------------- expected tensors (slots) */
@@ -731,24 +751,6 @@ out:
 
 /* ------------------------------------------------------------------ variants */
 
-static int copy_file(const char *src, const char *dst, lmc_error *err)
-{
-    char *data;
-    size_t n;
-    if (lmc_read_file(src, &data, &n, err) != 0)
-        return -1;
-    lmc_atomic_file af;
-    int rc = -1;
-    if (lmc_atomic_open(&af, dst, err) == 0) {
-        if (lmc_atomic_write(&af, data, n, err) != 0)
-            lmc_atomic_abort(&af);
-        else
-            rc = lmc_atomic_commit(&af, err);
-    }
-    free(data);
-    return rc;
-}
-
 /* text with the string value of the first `"KEY": "..."` replaced by value
  * (heap), or NULL when no such pattern is found. */
 static char *edit_string_value(const char *text, const char *key, const char *value)
@@ -925,7 +927,7 @@ int lmc_checkpoint_write_variant(const char *src_dir, const char *dst_dir, const
             lmc_fail(err, "%s: out of memory", dst_dir);
             goto out;
         }
-        if (lmc_file_exists(p) && copy_file(p, q, err) != 0)
+        if (lmc_file_exists(p) && lmc_copy_file(p, q, err) != 0)
             goto out;
     }
     free(q);

@@ -31,6 +31,18 @@
 
 int lmc_hf_checkpoint_load(const char *dir, lmc_model **out, lmc_error *err);
 
+/* How save_pretrained names and lays out a canonical tensor of ARCH (the
+ * inverse of the load mapping, for writers of Hugging Face checkpoints). */
+typedef enum {
+    LMC_HF_PLAIN = 0,    /* the tensor itself ([out, in] for a Linear) */
+    LMC_HF_CONV1D = 1,   /* GPT-2 Conv1D: stored transposed, [in, out] */
+    LMC_HF_FUSED_QKV = 2 /* GPT-2 c_attn: q, k, v share one [in, q|k|v] tensor (bias [q|k|v]) */
+} lmc_hf_layout;
+/* 0 with the name in buf ("model.layers.0.self_attn.q_proj.weight"), or -1
+ * when ARCH has no such tensor. */
+int lmc_hf_tensor_name(lmc_arch arch, const char *canon, char *buf, size_t n,
+                       lmc_hf_layout *layout);
+
 /* Write a copy of checkpoint SRC_DIR into DST_DIR (created if absent) with
  * every floating-point tensor converted to DTYPE ("float16", "bfloat16" or
  * "float32", round to nearest even): config.json with dtype (or

@@ -510,7 +510,7 @@ int lmc_safetensors_write(const char *path, const lmc_st_write_tensor *tensors, 
     sbuf hb = {0};
     int rc = -1;
     float *tmp = NULL;
-    void *out = NULL, *stage = NULL;
+    void *out = NULL, *stage = NULL, *fbuf = NULL;
 
     sb_str(&hb, "{");
     int first = 1;
@@ -569,7 +569,11 @@ int lmc_safetensors_write(const char *path, const lmc_st_write_tensor *tensors, 
             numel *= (uint64_t)t->shape[d];
         }
         sizes[i] = numel * esz;
-        if (sizes[i] && !t->data) {
+        if (t->fill && t->src_dtype && strcmp(t->src_dtype, t->dtype) != 0) {
+            lmc_fail(err, "%s: tensor %s: a filled tensor cannot be converted", path, t->name);
+            goto out;
+        }
+        if (sizes[i] && !t->data && !t->fill) {
             lmc_fail(err, "%s: tensor %s has no data", path, t->name);
             goto out;
         }
@@ -613,6 +617,22 @@ int lmc_safetensors_write(const char *path, const lmc_st_write_tensor *tensors, 
         goto fail;
     for (int i = 0; i < n; i++) {
         const lmc_st_write_tensor *t = &tensors[i];
+        if (t->fill) {
+            if (!fbuf) { /* one buffer, the largest filled tensor's size */
+                size_t most = 1;
+                for (int k = i; k < n; k++)
+                    most = tensors[k].fill && sizes[k] > most ? sizes[k] : most;
+                if (!(fbuf = malloc(most))) {
+                    lmc_fail(err, "%s: out of memory for tensor %s", path, t->name);
+                    goto fail;
+                }
+            }
+            const void *data = fbuf;
+            if (t->fill(t->fill_ctx, fbuf, sizes[i], &data, err) != 0 ||
+                lmc_atomic_write(&af, data, sizes[i], err) != 0)
+                goto fail;
+            continue;
+        }
         if (!t->src_dtype || strcmp(t->src_dtype, t->dtype) == 0) {
             if (lmc_atomic_write(&af, t->data, sizes[i], err) != 0)
                 goto fail;
@@ -645,5 +665,6 @@ out:
     free(tmp);
     free(out);
     free(stage);
+    free(fbuf);
     return rc;
 }

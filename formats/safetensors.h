@@ -78,6 +78,13 @@ typedef struct lmc_st_write_tensor {
     int64_t shape[LMC_ST_MAX_DIMS];
     const void *data;
     const char *src_dtype;
+    /* Instead of data: fill(ctx, dst, nbytes, &data, err) produces the
+     * tensor's bytes (dtype, no conversion) when its turn comes, so that a
+     * writer can produce tensors one at a time: into dst (a buffer shared
+     * by all filled tensors), or by pointing *data (dst on entry) at bytes
+     * valid until it returns. Returns 0 or -1 with err set. */
+    int (*fill)(void *ctx, void *dst, size_t nbytes, const void **data, lmc_error *err);
+    void *fill_ctx;
 } lmc_st_write_tensor;
 
 /* Write a safetensors file atomically. Tensors are laid out in the order
