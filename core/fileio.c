@@ -157,7 +157,7 @@ static void on_signal(int sig)
 {
     for (int i = 0; i < LMC_MAX_PENDING; i++)
         if (pending[i])
-            unlink(pending[i]);
+            unlink(pending[i]); /* resumable partial outputs are not tracked */
     for (int s = 0; s < LMC_MAX_PENDING_DIRS; s++)
         remove_dir_slot(s);
     signal(sig, SIG_DFL);
@@ -230,6 +230,73 @@ int lmc_atomic_open(lmc_atomic_file *af, const char *path, lmc_error *err)
     }
     track(af->tmp_path);
     return 0;
+}
+
+int lmc_atomic_open_partial(lmc_atomic_file *af, const char *path, const char *tmp_path,
+                            int64_t keep_bytes, lmc_error *err)
+{
+    memset(af, 0, sizeof *af);
+    af->final_path = strdup(path);
+    af->tmp_path = strdup(tmp_path);
+    if (!af->final_path || !af->tmp_path) {
+        free(af->final_path);
+        free(af->tmp_path);
+        return lmc_fail(err, "%s: out of memory", path);
+    }
+    int fd = open(tmp_path, keep_bytes < 0 ? O_RDWR | O_CREAT | O_TRUNC : O_RDWR, 0644);
+    if (fd < 0 || (keep_bytes >= 0 && ftruncate(fd, (off_t)keep_bytes) != 0) ||
+        lseek(fd, 0, SEEK_END) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        lmc_fail(err, "%s: cannot %s %s: %s", path, keep_bytes < 0 ? "create" : "continue",
+                 tmp_path, strerror(e));
+        free(af->final_path);
+        free(af->tmp_path);
+        af->final_path = af->tmp_path = NULL;
+        return -1;
+    }
+    /* not "ab": that sets O_APPEND, and the preamble's pwrite would append */
+    af->f = fdopen(fd, keep_bytes < 0 ? "wb" : "r+b");
+    if (!af->f) {
+        close(fd);
+        free(af->final_path);
+        free(af->tmp_path);
+        af->final_path = af->tmp_path = NULL;
+        return lmc_fail(err, "%s: cannot open output stream", path);
+    }
+    af->keep = 1;
+    install_handlers(); /* SIGXFSZ ignored; no cleanup entry: signals leave it */
+    return 0;
+}
+
+int lmc_atomic_pwrite(lmc_atomic_file *af, uint64_t off, const void *buf, size_t n,
+                      lmc_error *err)
+{
+    if (fflush(af->f) != 0)
+        return lmc_fail(err, "%s: write failed: %s", af->final_path, strerror(errno));
+    const unsigned char *p = buf;
+    while (n) {
+        ssize_t k = pwrite(fileno(af->f), p, n, (off_t)off);
+        if (k <= 0)
+            return lmc_fail(err, "%s: write failed: %s", af->final_path,
+                            k < 0 ? strerror(errno) : "no progress");
+        p += k, n -= (size_t)k, off += (uint64_t)k;
+    }
+    return 0;
+}
+
+int lmc_atomic_sync(lmc_atomic_file *af, lmc_error *err)
+{
+    if (fflush(af->f) != 0 || fdatasync(fileno(af->f)) != 0)
+        return lmc_fail(err, "%s: write failed: %s", af->final_path, strerror(errno));
+    return 0;
+}
+
+uint64_t lmc_atomic_size(lmc_atomic_file *af)
+{
+    off_t o = ftello(af->f);
+    return o < 0 ? 0 : (uint64_t)o;
 }
 
 int lmc_atomic_write(lmc_atomic_file *af, const void *buf, size_t n, lmc_error *err)

@@ -5,6 +5,7 @@
 #define LMC_FILEIO_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "error.h"
@@ -33,6 +34,7 @@ typedef struct lmc_atomic_file {
     FILE *f;
     char *tmp_path;
     char *final_path;
+    int keep; /* a resumable job's partial output: signals leave it */
 } lmc_atomic_file;
 
 /* Opens PATH.tmp.XXXXXX beside PATH. Until commit, SIGINT/SIGTERM/SIGHUP
@@ -45,6 +47,24 @@ int lmc_atomic_commit(lmc_atomic_file *af, lmc_error *err);
 void lmc_atomic_abort(lmc_atomic_file *af);
 /* fwrite that reports errors with the destination's name. */
 int lmc_atomic_write(lmc_atomic_file *af, const void *buf, size_t n, lmc_error *err);
+/* Overwrite n bytes at offset off (already written); the stream goes on at
+ * its end. */
+int lmc_atomic_pwrite(lmc_atomic_file *af, uint64_t off, const void *buf, size_t n,
+                      lmc_error *err);
+/* Bytes written so far. */
+uint64_t lmc_atomic_size(lmc_atomic_file *af);
+/* Flush and fdatasync what was written so far (before a record that says it
+ * is there). */
+int lmc_atomic_sync(lmc_atomic_file *af, lmc_error *err);
+
+/* A resumable output: the temporary has a fixed name (tmp_path, e.g.
+ * PATH.partial) and survives SIGINT/SIGTERM/SIGHUP as well as SIGKILL, so
+ * that a later run can continue it. keep_bytes < 0: start it afresh
+ * (truncated); >= 0: continue an existing one after its first keep_bytes
+ * bytes (what follows, a blob cut short by the kill, is dropped). Commit and
+ * abort as for lmc_atomic_open. */
+int lmc_atomic_open_partial(lmc_atomic_file *af, const char *path, const char *tmp_path,
+                            int64_t keep_bytes, lmc_error *err);
 
 /* Copy a whole file to dst through lmc_atomic_open/commit. */
 int lmc_copy_file(const char *src, const char *dst, lmc_error *err);

@@ -37,12 +37,24 @@ lmc_tensor *lmc_model_block_tensor(const lmc_model *m, int layer, const char *ro
     return lmc_model_find(m, name);
 }
 
+void lmc_model_release_pages(const lmc_model *m, const void *p, size_t n)
+{
+    for (int i = 0; p && i < m->n_maps; i++)
+        if ((const unsigned char *)p >= m->maps[i].data &&
+            (const unsigned char *)p < m->maps[i].data + m->maps[i].size)
+            lmc_mmap_release(&m->maps[i], p, n);
+}
+
 int lmc_model_set_tensor(lmc_model *m, const lmc_tensor *t, lmc_error *err)
 {
     lmc_tensor *cur = lmc_model_find(m, t->name);
     if (cur) {
         if (cur->owned && cur->owned != t->owned)
             free(cur->owned);
+        else if (!cur->owned && cur->data != t->data)
+            /* a mapped tensor replaced: nothing reads its pages again, and a
+             * model larger than memory must not keep them resident */
+            lmc_model_release_pages(m, cur->data, cur->nbytes);
         *cur = *t;
         return 0;
     }

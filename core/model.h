@@ -101,7 +101,10 @@ lmc_tensor *lmc_model_find(const lmc_model *m, const char *name);
 /* Tensor "blk.<layer>.<role>.<kind>" (kind "weight" or "bias"). */
 lmc_tensor *lmc_model_block_tensor(const lmc_model *m, int layer, const char *role,
                                    const char *kind);
-/* Replace (or add) a tensor; the model takes ownership of t->owned. */
+/* Drop the resident pages of [p, p + n) if they lie in one of m's maps. */
+void lmc_model_release_pages(const lmc_model *m, const void *p, size_t n);
+/* Replace (or add) a tensor; the model takes ownership of t->owned. A
+ * replaced tensor that pointed into a map gives its pages back. */
 int lmc_model_set_tensor(lmc_model *m, const lmc_tensor *t, lmc_error *err);
 
 /* Every weight finite (no NaN, no ±Inf; other encodings: the decoded
