@@ -12,13 +12,9 @@
 #include <zlib.h>
 
 #include "config_json.h"
+#include "container_io.h"
 #include "tokenizer.h"
 
-#define CTR_MAGIC "\x89LMC\r\n\x1a\n"
-#define CTR_MAGIC_LEN 8
-#define CTR_VERSION 1
-#define CTR_PREAMBLE 24
-#define CTR_ALIGN 64
 
 int lmc_container_sniff(const char *path)
 {
@@ -82,7 +78,8 @@ static int parse_blob(const cJSON *o, const char *path, const char *what, uint64
 /* Parse and check the header, build the model. On failure everything
  * allocated here is freed by the caller through lmc_model_free. */
 static int load_header(const char *path, const unsigned char *base, size_t size,
-                       const cJSON *h, uint64_t data_start, lmc_model *m, lmc_error *err)
+                       const cJSON *h, uint32_t version, uint64_t data_start, lmc_model *m,
+                       lmc_error *err)
 {
     if (!cJSON_IsObject(h))
         return lmc_fail(err, "%s: header is not a JSON object", path);
@@ -90,9 +87,9 @@ static int load_header(const char *path, const unsigned char *base, size_t size,
     if (lmc_json_get_i64(cJSON_GetObjectItemCaseSensitive(h, "format_version"), 0, INT32_MAX,
                          &fv) != 0)
         return lmc_fail(err, "%s: header has no format_version", path);
-    if (fv != CTR_VERSION)
-        return lmc_fail(err, "%s: header format_version %lld, this build reads %d", path,
-                        (long long)fv, CTR_VERSION);
+    if (fv != version)
+        return lmc_fail(err, "%s: header format_version %lld, the preamble says %u", path,
+                        (long long)fv, version);
 
     char what[1200];
     snprintf(what, sizeof what, "%s", path);
@@ -255,47 +252,71 @@ int lmc_container_parse(const void *buf, size_t size, const char *path, lmc_mode
         goto fail;
     }
     uint32_t version = lmc_ctr_rd32(p + 8);
-    if (version != CTR_VERSION) {
-        lmc_fail(err, "%s: unsupported container version %u (this build reads %d)", path, version,
-                 CTR_VERSION);
+    if (version != CTR_V1 && version != CTR_V2) {
+        lmc_fail(err, "%s: unsupported container version %u (this build reads 1 and 2)", path,
+                 version);
         goto fail;
     }
-    uint64_t hlen = lmc_ctr_rd64(p + 16);
-    if (hlen > size - CTR_PREAMBLE) {
+    /* v1: the header after the preamble, the data after it. v2: the data
+     * from byte 64, the header at [hoff, hoff + hlen) ending the file. */
+    uint64_t hlen = lmc_ctr_rd64(p + 16), hoff = CTR_PREAMBLE, data_start, data_end = size;
+    if (version == CTR_V2) {
+        if (size < CTR_PREAMBLE_V2) {
+            lmc_fail(err, "%s: truncated: %zu bytes, shorter than the %d-byte preamble", path,
+                     size, CTR_PREAMBLE_V2);
+            goto fail;
+        }
+        hoff = lmc_ctr_rd64(p + 24);
+        if (hlen == 0 && hoff == 0) {
+            lmc_fail(err, "%s: incomplete container: its writer did not finish", path);
+            goto fail;
+        }
+        if (!all_zero(p + 32, CTR_PREAMBLE_V2 - 32) || hoff < CTR_PREAMBLE_V2 || hoff > size ||
+            hlen != size - hoff) {
+            lmc_fail(err, "%s: truncated or corrupt: header at %llu, %llu bytes, in a file of "
+                          "%zu",
+                     path, (unsigned long long)hoff, (unsigned long long)hlen, size);
+            goto fail;
+        }
+        data_start = CTR_PREAMBLE_V2;
+        data_end = hoff;
+    } else if (hlen > size - CTR_PREAMBLE) {
         lmc_fail(err, "%s: truncated or corrupt: header length %llu exceeds the file size %zu",
                  path, (unsigned long long)hlen, size);
         goto fail;
     }
-    uint32_t hcrc = lmc_ctr_crc(p + CTR_PREAMBLE, hlen);
+    uint32_t hcrc = lmc_ctr_crc(p + hoff, hlen);
     if (hcrc != lmc_ctr_rd32(p + 12)) {
         lmc_fail(err, "%s: header CRC mismatch (stored %08x, computed %08x): header corrupted",
                  path, lmc_ctr_rd32(p + 12), hcrc);
         goto fail;
     }
-    uint64_t data_start = lmc_ctr_align(CTR_PREAMBLE + hlen);
-    if (data_start > size) {
-        lmc_fail(err, "%s: truncated: the data area starts at %llu, beyond the file size %zu",
-                 path, (unsigned long long)data_start, size);
-        goto fail;
-    }
-    if (!all_zero(p + CTR_PREAMBLE + hlen, data_start - CTR_PREAMBLE - hlen)) {
-        lmc_fail(err, "%s: nonzero padding after the header: corrupted", path);
-        goto fail;
+    if (version == CTR_V1) {
+        data_start = lmc_ctr_align(CTR_PREAMBLE + hlen);
+        if (data_start > size) {
+            lmc_fail(err, "%s: truncated: the data area starts at %llu, beyond the file size %zu",
+                     path, (unsigned long long)data_start, size);
+            goto fail;
+        }
+        if (!all_zero(p + CTR_PREAMBLE + hlen, data_start - CTR_PREAMBLE - hlen)) {
+            lmc_fail(err, "%s: nonzero padding after the header: corrupted", path);
+            goto fail;
+        }
     }
     const char *end = NULL;
-    cJSON *h = cJSON_ParseWithLengthOpts((const char *)p + CTR_PREAMBLE, hlen, &end, 0);
+    cJSON *h = cJSON_ParseWithLengthOpts((const char *)p + hoff, hlen, &end, 0);
     if (!h) {
         const char *ep = cJSON_GetErrorPtr();
-        long at = ep ? (long)(ep - ((const char *)p + CTR_PREAMBLE)) : -1;
+        long at = ep ? (long)(ep - ((const char *)p + hoff)) : -1;
         lmc_fail(err, "%s: header is not valid JSON (near byte %ld)", path, at);
         goto fail;
     }
-    if ((size_t)(end - ((const char *)p + CTR_PREAMBLE)) != hlen) {
+    if ((size_t)(end - ((const char *)p + hoff)) != hlen) {
         cJSON_Delete(h);
         lmc_fail(err, "%s: header has trailing bytes after the JSON", path);
         goto fail;
     }
-    int rc = load_header(path, p, size, h, data_start, m, err);
+    int rc = load_header(path, p, (size_t)data_end, h, version, data_start, m, err);
     cJSON_Delete(h);
     if (rc)
         goto fail;

@@ -50,34 +50,50 @@ static void fix_blob(cJSON *o, const uint8_t *data, uint64_t dsize)
     cJSON_ReplaceItemInObjectCaseSensitive(o, "crc32", cJSON_CreateNumber((double)c));
 }
 
-/* A copy of the input with consistent checksums (see the top). */
+static void fix_blobs(cJSON *h, const uint8_t *data, uint64_t dsize)
+{
+    cJSON *tok = cJSON_GetObjectItemCaseSensitive(h, "tokenizer");
+    if (cJSON_IsObject(tok))
+        fix_blob(tok, data, dsize);
+    cJSON *o;
+    cJSON *ts = cJSON_GetObjectItemCaseSensitive(h, "tensors");
+    if (cJSON_IsArray(ts))
+        cJSON_ArrayForEach(o, ts) if (cJSON_IsObject(o)) fix_blob(o, data, dsize);
+}
+
+/* A copy of the input with consistent checksums (see the top), in either
+ * layout: version 1 (header after a 24-byte preamble), version 2 (data from
+ * byte 64, the header at the offset in bytes 24..32, ending the file). */
 static uint8_t *repair(const uint8_t *in, size_t size, size_t *out_size)
 {
     uint8_t *buf = NULL;
     *out_size = size;
-    if (size < 24 || rd64(in + 16) > size - 24) {
+    int v2 = size >= 64 && rd64(in + 8) % (1ull << 32) == 2;
+    uint64_t hlen = size >= 24 ? rd64(in + 16) : 0;
+    uint64_t hoff = v2 ? rd64(in + 24) : 24;
+    if (size < 24 || hoff > size || hlen > size - hoff || (v2 && hoff < 64)) {
         buf = malloc(size ? size : 1);
         memcpy(buf, in, size);
         return buf;
     }
-    uint64_t hlen = rd64(in + 16);
-    uint64_t ds = (24 + hlen + 63) / 64 * 64;
-    cJSON *h = ds <= size ? cJSON_ParseWithLength((const char *)in + 24, hlen) : NULL;
+    uint64_t ds = v2 ? 64 : (24 + hlen + 63) / 64 * 64, dend = v2 ? hoff : size;
+    cJSON *h = ds <= dend ? cJSON_ParseWithLength((const char *)in + hoff, hlen) : NULL;
     char *text = NULL;
     if (cJSON_IsObject(h)) {
-        const uint8_t *data = in + ds;
-        uint64_t dsize = size - ds;
-        cJSON *tok = cJSON_GetObjectItemCaseSensitive(h, "tokenizer");
-        if (cJSON_IsObject(tok))
-            fix_blob(tok, data, dsize);
-        cJSON *o;
-        cJSON *ts = cJSON_GetObjectItemCaseSensitive(h, "tensors");
-        if (cJSON_IsArray(ts))
-            cJSON_ArrayForEach(o, ts) if (cJSON_IsObject(o)) fix_blob(o, data, dsize);
+        fix_blobs(h, in + ds, dend - ds);
         text = cJSON_PrintUnformatted(h);
     }
     cJSON_Delete(h);
-    if (text) {
+    if (text && v2) {
+        size_t nh = strlen(text);
+        *out_size = hoff + nh;
+        buf = calloc(1, *out_size);
+        memcpy(buf, in, hoff);
+        wr(buf + 16, nh, 8);
+        memcpy(buf + hoff, text, nh);
+        free(text);
+        hlen = nh;
+    } else if (text) {
         size_t nh = strlen(text), nds = (24 + nh + 63) / 64 * 64;
         *out_size = nds + (size - ds);
         buf = calloc(1, *out_size);
@@ -87,11 +103,12 @@ static uint8_t *repair(const uint8_t *in, size_t size, size_t *out_size)
         memcpy(buf + nds, in + ds, size - ds);
         free(text);
         hlen = nh;
+        hoff = 24;
     } else {
         buf = malloc(size);
         memcpy(buf, in, size);
     }
-    wr(buf + 12, crc32(0L, buf + 24, (uInt)hlen), 4);
+    wr(buf + 12, crc32(0L, buf + hoff, (uInt)hlen), 4);
     return buf;
 }
 

@@ -159,33 +159,55 @@ static uint32_t le32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* Header JSON of the good file, parsed. */
-static cJSON *good_header(unsigned char **bytes, size_t *n, size_t *data_start)
+static uint64_t le64(const unsigned char *p) { return le32(p) | (uint64_t)le32(p + 4) << 32; }
+
+static void put_le(unsigned char *p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Header JSON of the good file (version 2: the data from byte 64, the
+ * header at the offset the preamble gives, ending the file), parsed;
+ * *hoff: where the header starts, i.e. where the data area ends. */
+static cJSON *good_header(unsigned char **bytes, size_t *n, size_t *hoff)
 {
     *bytes = slurp(good_file(), n);
-    uint64_t hlen = le32(*bytes + 16) | (uint64_t)le32(*bytes + 20) << 32;
-    *data_start = (size_t)((24 + hlen + 63) / 64 * 64);
-    cJSON *h = cJSON_ParseWithLength((const char *)*bytes + 24, hlen);
+    ck_assert_uint_eq(le32(*bytes + 8), 2);
+    uint64_t hlen = le64(*bytes + 16);
+    *hoff = (size_t)le64(*bytes + 24);
+    ck_assert_uint_eq(*hoff + hlen, *n);
+    cJSON *h = cJSON_ParseWithLength((const char *)*bytes + *hoff, hlen);
     ck_assert_ptr_nonnull(h);
     return h;
 }
 
 /* A container with header text `hdr` (fresh, correct CRC and length) and
  * the good file's data area. */
-static void rebuild(const char *path, const char *hdr, const unsigned char *good,
-                    size_t good_n, size_t good_data_start)
+static void rebuild(const char *path, const char *hdr, const unsigned char *good, size_t hoff)
 {
-    size_t hlen = strlen(hdr), ds = (24 + hlen + 63) / 64 * 64;
-    size_t n = ds + (good_n - good_data_start);
+    size_t hlen = strlen(hdr), n = hoff + hlen;
     unsigned char *b = calloc(1, n);
-    memcpy(b, good, 12);
-    uint32_t crc = (uint32_t)crc32(0, (const Bytef *)hdr, (uInt)hlen);
-    for (int i = 0; i < 4; i++)
-        b[12 + i] = (unsigned char)(crc >> (8 * i));
-    for (int i = 0; i < 8; i++)
-        b[16 + i] = (unsigned char)((uint64_t)hlen >> (8 * i));
+    memcpy(b, good, hoff);
+    put_le(b + 12, (uint32_t)crc32(0, (const Bytef *)hdr, (uInt)hlen), 4);
+    put_le(b + 16, hlen, 8);
+    memcpy(b + hoff, hdr, hlen);
+    spit(path, b, n);
+    free(b);
+}
+
+/* The same content in version 1's layout (24-byte preamble, header, zero
+ * padding to 64, data): what lmc wrote before streaming, still readable. */
+static void rebuild_v1(const char *path, const char *hdr, const unsigned char *good, size_t hoff)
+{
+    size_t hlen = strlen(hdr), ds = (24 + hlen + 63) / 64 * 64, n = ds + (hoff - 64);
+    unsigned char *b = calloc(1, n);
+    memcpy(b, good, 8);
+    put_le(b + 8, 1, 4);
+    put_le(b + 12, (uint32_t)crc32(0, (const Bytef *)hdr, (uInt)hlen), 4);
+    put_le(b + 16, hlen, 8);
     memcpy(b + 24, hdr, hlen);
-    memcpy(b + ds, good + good_data_start, good_n - good_data_start);
+    memcpy(b + ds, good + 64, hoff - 64);
     spit(path, b, n);
     free(b);
 }
@@ -199,7 +221,8 @@ static void expect_header_edit_fails(void (*edit)(cJSON *h), const char *what)
     edit(h);
     char *txt = cJSON_PrintUnformatted(h);
     const char *p = tmp("edited.lmc");
-    rebuild(p, txt, g, n, ds);
+    (void)n;
+    rebuild(p, txt, g, ds);
     expect_fail(p, what);
     free(txt);
     cJSON_Delete(h);
@@ -353,30 +376,29 @@ START_TEST(targeted_corruption)
     lmc_error err;
     ck_assert_msg(lmc_container_load(good_file(), &m, &err) == 0, "%s", err.msg);
     size_t q_off = (size_t)(m->tensors[2].data - m->maps[0].data);
-    size_t hlen = le32(d + 16);
+    size_t hlen = (size_t)le64(d + 16), hoff = (size_t)le64(d + 24);
     lmc_model_free(m);
 
     /* (a) header byte */
-    d[24 + hlen / 2] ^= 0x20;
+    d[hoff + hlen / 2] ^= 0x20;
     spit(p, d, n);
     expect_fail(p, "header CRC mismatch");
-    d[24 + hlen / 2] ^= 0x20;
+    d[hoff + hlen / 2] ^= 0x20;
     /* (b) tensor data: names the tensor */
     d[q_off + 3] ^= 0x01;
     spit(p, d, n);
     expect_fail(p, "tensor blk.0.q.weight: CRC mismatch");
     d[q_off + 3] ^= 0x01;
-    /* (c) padding after the header */
-    ck_assert_uint_ne((24 + hlen) % 64, 0); /* this fixture has header padding */
-    d[24 + hlen] = 0xff;
+    /* (c) the preamble's reserved bytes */
+    d[40] = 0xff;
     spit(p, d, n);
-    expect_fail(p, "nonzero padding");
-    d[24 + hlen] = 0;
-    /* bytes appended after the data area */
+    expect_fail(p, "corrupt");
+    d[40] = 0;
+    /* bytes appended after the header */
     unsigned char *longer = calloc(1, n + 64);
     memcpy(longer, d, n);
     spit(p, longer, n + 64);
-    expect_fail(p, "unexpected bytes after the last blob");
+    expect_fail(p, "corrupt");
     free(longer);
 
     /* wrong magic; not a container at all; empty file */
@@ -389,22 +411,25 @@ START_TEST(targeted_corruption)
     spit(p, "", 0);
     expect_fail(p, "wrong magic");
     /* unsupported version */
+    d[8] = 3;
+    spit(p, d, n);
+    expect_fail(p, "unsupported container version 3");
     d[8] = 2;
-    spit(p, d, n);
-    expect_fail(p, "unsupported container version 2");
-    d[8] = 1;
     /* header length beyond the file */
-    uint64_t big = n + 100;
-    for (int i = 0; i < 8; i++)
-        d[16 + i] = (unsigned char)(big >> (8 * i));
+    put_le(d + 16, n + 100, 8);
     spit(p, d, n);
-    expect_fail(p, "exceeds the file size");
-    for (int i = 0; i < 8; i++)
-        d[16 + i] = (unsigned char)((uint64_t)hlen >> (8 * i));
-    /* truncated at several cut points: preamble, header, padding, tokenizer,
-     * tensor, last byte */
-    size_t ds = (24 + hlen + 63) / 64 * 64;
-    size_t cuts[] = {4, 12, 23, 24 + hlen / 2, ds - 1, ds + 5, q_off + 7, n - 1};
+    expect_fail(p, "truncated or corrupt");
+    put_le(d + 16, hlen, 8);
+    /* what a killed writer leaves: the preamble never filled in */
+    unsigned char *cut = malloc(hoff);
+    memcpy(cut, d, hoff);
+    memset(cut + 12, 0, 20);
+    spit(p, cut, hoff);
+    expect_fail(p, "incomplete container");
+    free(cut);
+    /* truncated at several cut points: preamble, data, tensor, header, last
+     * byte */
+    size_t cuts[] = {4, 12, 23, 40, 63, 64 + 5, q_off + 7, hoff + hlen / 2, n - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
         spit(p, d, cuts[i]);
         expect_fail(p, "truncated");
@@ -414,6 +439,37 @@ START_TEST(targeted_corruption)
     ck_assert_msg(lmc_container_load(p, &m, &err) == 0, "%s", err.msg);
     lmc_model_free(m);
     free(d);
+}
+END_TEST
+
+START_TEST(version_1_still_loads)
+{
+    unsigned char *g;
+    size_t n, hoff;
+    cJSON *h = good_header(&g, &n, &hoff);
+    cJSON_ReplaceItemInObject(h, "format_version", cJSON_CreateNumber(1));
+    char *txt = cJSON_PrintUnformatted(h);
+    const char *p = tmp("v1.lmc");
+    rebuild_v1(p, txt, g, hoff);
+    lmc_model *a, *b;
+    lmc_error err;
+    ck_assert_msg(lmc_container_load(p, &a, &err) == 0, "%s", err.msg);
+    ck_assert_msg(lmc_container_load(good_file(), &b, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(a->n_tensors, b->n_tensors);
+    for (int i = 0; i < a->n_tensors; i++) {
+        ck_assert_str_eq(a->tensors[i].name, b->tensors[i].name);
+        ck_assert_uint_eq(a->tensors[i].nbytes, b->tensors[i].nbytes);
+        ck_assert(!memcmp(a->tensors[i].data, b->tensors[i].data, a->tensors[i].nbytes));
+    }
+    ck_assert_str_eq(a->tokenizer_json, b->tokenizer_json);
+    /* a version 1 header in a version 2 file (or the reverse) is refused */
+    rebuild(p, txt, g, hoff);
+    expect_fail(p, "format_version 1, the preamble says 2");
+    lmc_model_free(a);
+    lmc_model_free(b);
+    free(txt);
+    cJSON_Delete(h);
+    free(g);
 }
 END_TEST
 
@@ -462,7 +518,7 @@ static void edit_shape(cJSON *h)
     cJSON *s = cJSON_GetObjectItem(tensor_json(h, 3), "shape");
     cJSON_ReplaceItemInArray(s, 0, cJSON_CreateNumber(-4));
 }
-static void edit_version(cJSON *h) { set_num(h, "format_version", 2); }
+static void edit_version(cJSON *h) { set_num(h, "format_version", 3); }
 static void edit_crc(cJSON *h)
 {
     cJSON *t = tensor_json(h, 5);
@@ -485,7 +541,7 @@ START_TEST(header_validation)
     expect_header_edit_fails(edit_layers, "config has 1 layers");
     expect_header_edit_fails(edit_dup, "duplicate tensor blk.0.k.weight");
     expect_header_edit_fails(edit_shape, "bad shape");
-    expect_header_edit_fails(edit_version, "format_version 2");
+    expect_header_edit_fails(edit_version, "format_version 3");
     expect_header_edit_fails(edit_crc, "tensor blk.0.o.weight: CRC mismatch");
 
     /* not JSON, and JSON that is not an object (both with a valid CRC) */
@@ -494,9 +550,9 @@ START_TEST(header_validation)
     cJSON *h = good_header(&g, &n, &ds);
     cJSON_Delete(h);
     const char *p = tmp("json.lmc");
-    rebuild(p, "{\"format_version\": 1, \"config\": {", g, n, ds);
+    rebuild(p, "{\"format_version\": 2, \"config\": {", g, ds);
     expect_fail(p, "not valid JSON");
-    rebuild(p, "[1, 2, 3]", g, n, ds);
+    rebuild(p, "[1, 2, 3]", g, ds);
     expect_fail(p, "not a JSON object");
     free(g);
 }
@@ -814,6 +870,7 @@ int main(void)
     tcase_add_test(tc, round_trip);
     tcase_add_test(tc, every_flipped_byte_detected);
     tcase_add_test(tc, targeted_corruption);
+    tcase_add_test(tc, version_1_still_loads);
     tcase_add_test(tc, header_validation);
     tcase_add_test(tc, write_failures_leave_nothing);
     tcase_add_test(tc, config_json_round_trip);

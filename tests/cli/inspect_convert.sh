@@ -30,12 +30,21 @@ import hashlib, json, struct, sys, zlib
 b = open(sys.argv[1], 'rb').read()
 assert b[:8] == b'\x89LMC\r\n\x1a\n', 'magic'
 ver, hcrc, hlen = struct.unpack('<IIQ', b[8:24])
-assert ver == 1, 'version'
-hdr = b[24:24 + hlen]
+if ver == 2:  # data from byte 64, the header at the end
+    hoff, = struct.unpack('<Q', b[24:32])
+    assert not any(b[32:64]), 'preamble padding'
+    assert hoff + hlen == len(b), 'header ends the file'
+    ds, data_end = 64, hoff
+else:
+    assert ver == 1, 'version'
+    hoff = 24
+    ds = (24 + hlen + 63) // 64 * 64
+    assert not any(b[24 + hlen:ds]), 'header padding'
+    data_end = len(b)
+hdr = b[hoff:hoff + hlen]
 assert zlib.crc32(hdr) == hcrc, 'header crc'
 h = json.loads(hdr)
-ds = (24 + hlen + 63) // 64 * 64
-assert not any(b[24 + hlen:ds]), 'header padding'
+assert h['format_version'] == ver
 blobs = [('tokenizer', h['tokenizer'])] if h.get('tokenizer') else []
 blobs += [(t['name'], t) for t in h['tensors']]
 end = 0
@@ -45,7 +54,7 @@ for name, t in sorted(blobs, key=lambda x: x[1]['offset']):
     assert not any(b[ds + end:ds + o]), 'padding before ' + name
     assert zlib.crc32(b[ds + o:ds + o + n]) == t['crc32'], 'crc ' + name
     end = o + n
-assert ds + end == len(b), 'file size'
+assert ds + end == data_end, 'data area size'
 for name, t in blobs:
     print(name, hashlib.sha256(b[ds + t['offset']:ds + t['offset'] + t['nbytes']]).hexdigest())
 EOF
@@ -112,9 +121,10 @@ out=$("$LMC" inspect "$tmp/bad.lmc" 2>&1); rc=$?
 grep -qF "$tmp/bad.lmc" <<<"$out" && grep -q "CRC" <<<"$out" || fail "corruption message: $out"
 "$LMC" convert "$tmp/bad.lmc" -o "$tmp/bad2.lmc" >/dev/null 2>&1; rc=$?
 [ $rc -eq 1 ] && [ ! -e "$tmp/bad2.lmc" ] || fail "convert of a corrupted container: exit $rc"
-# a flip in the header
+# a flip in the header (version 2: at the end, where the preamble says)
 cp "$tmp/llama-xs.lmc" "$tmp/badh.lmc"
-printf 'X' | dd of="$tmp/badh.lmc" bs=1 seek=40 conv=notrunc status=none
+hoff=$(python3 -c 'import struct,sys; print(struct.unpack("<Q", open(sys.argv[1],"rb").read()[24:32])[0])' "$tmp/badh.lmc")
+printf 'X' | dd of="$tmp/badh.lmc" bs=1 seek=$((hoff + 16)) conv=notrunc status=none
 out=$("$LMC" inspect "$tmp/badh.lmc" 2>&1); rc=$?
 [ $rc -eq 1 ] && grep -q "header CRC" <<<"$out" || fail "header corruption: exit $rc: $out"
 # truncated
