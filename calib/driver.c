@@ -98,9 +98,30 @@ int lmc_driver_run(lmc_model *m, const lmc_pass *p, const lmc_windows *win,
     }
     if (p->begin && p->begin(p, m, err))
         goto out;
+    if (o->start_layer < 0 || o->start_layer > cfg->n_layers ||
+        (o->start_layer > 0 && !p->streams)) {
+        lmc_fail(err, "%s: cannot resume at block %d", p->name, o->start_layer);
+        goto out;
+    }
+    if (o->earlier_reports) {
+        const cJSON *r;
+        cJSON_ArrayForEach(r, o->earlier_reports) cJSON_AddItemToArray(report, cJSON_Duplicate(r, 1));
+    }
+    /* resume: the finished blocks only produce the next inputs */
+    for (int layer = 0; calibrated && layer < o->start_layer; layer++) {
+        double t0 = lmc_now();
+        if (lmc_backend_load_block(be, layer, err) ||
+            lmc_backend_block_forward(be, acts, NULL, err))
+            goto out;
+        t_fwd += lmc_now() - t0;
+        lmc_log(LMC_LOG_PROGRESS, "[%s] block %d/%d  done before, run forward %.2fs", p->name,
+                layer + 1, cfg->n_layers, lmc_now() - t0);
+    }
+    double t_loop = lmc_now();
 
-    for (int layer = 0; layer < cfg->n_layers; layer++) {
+    for (int layer = o->start_layer; layer < cfg->n_layers; layer++) {
         double t0 = lmc_now(), st0 = stats.seconds;
+        int rep0 = cJSON_GetArraySize(report);
         if (calibrated && (lmc_backend_load_block(be, layer, err) ||
                            lmc_backend_block_forward(be, acts, &stats, err)))
             goto out;
@@ -131,9 +152,21 @@ int lmc_driver_run(lmc_model *m, const lmc_pass *p, const lmc_windows *win,
         t_stats += st_s;
         t_fwd += (t4 - t0) - (t3 - t2) - st_s;
         t_pass += t3 - t2;
-        lmc_log(LMC_LOG_PROGRESS, "[%s] block %d/%d  forward %.2fs  %s %.2fs  elapsed %.1fs",
-                p->name, layer + 1, cfg->n_layers, (t4 - t0) - (t3 - t2), p->name, t3 - t2,
-                lmc_now() - t_start);
+        if (o->block_done) {
+            cJSON *mine = cJSON_CreateArray();
+            for (int k = rep0; mine && k < cJSON_GetArraySize(report); k++)
+                cJSON_AddItemToArray(mine, cJSON_Duplicate(cJSON_GetArrayItem(report, k), 1));
+            int rc2 = o->block_done(o->block_done_ctx, m, layer, mine, err);
+            cJSON_Delete(mine);
+            if (rc2)
+                goto out;
+        }
+        double done = layer + 1 - o->start_layer, now = lmc_now();
+        double eta = (now - t_loop) / done * (cfg->n_layers - layer - 1);
+        lmc_log(LMC_LOG_PROGRESS,
+                "[%s] block %d/%d  forward %.2fs  %s %.2fs  elapsed %.1fs  eta %.0fs", p->name,
+                layer + 1, cfg->n_layers, (t4 - t0) - (t3 - t2), p->name, t3 - t2,
+                now - t_start, eta);
     }
     if (p->end && p->end(p, m, summary, err))
         goto out;

@@ -16,6 +16,14 @@
 
 typedef struct lmc_driver_opts {
     lmc_backend_opts backend; /* device and precision of the calibration forward */
+    /* resume: blocks before start_layer were compressed by an earlier run
+     * (their tensors are in the model): they are only run forward */
+    int start_layer;
+    /* after each block is compressed and the next block's inputs computed:
+     * reports is the array of this block's tensor reports (may be NULL) */
+    int (*block_done)(void *ctx, lmc_model *m, int layer, const cJSON *reports, lmc_error *err);
+    void *block_done_ctx;
+    cJSON *earlier_reports; /* resume: the finished blocks' reports (copied into the summary) */
 } lmc_driver_opts;
 
 void lmc_driver_opts_default(lmc_driver_opts *o);

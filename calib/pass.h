@@ -43,6 +43,10 @@ typedef struct lmc_pass {
     unsigned device_stats; /* of those, what its device solver reads where the backend
                               computed them (not copied to the host unless on the CPU) */
     unsigned needs;        /* LMC_PASS_* */
+    int streams;           /* a block's tensors are final once compress_block returns, and
+                              end() reads none of them: they can be written out as each
+                              block finishes (bounded memory) and a killed run resumed
+                              after its last finished block */
     const void *opts;      /* the pass's own options */
     int (*compress_block)(const struct lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err);
     /* Optional: called once before block 0 / after the last block. */

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "../calib/driver.h"
+#include "../calib/job.h"
 #include "../calib/windows.h"
 #include "../core/fileio.h"
 #include "../core/sha256.h"
@@ -29,6 +30,12 @@ const char lmc_pass_cli_common_help[] =
     "                      products, auto (default: bf16 for bfloat16 checkpoints, else\n"
     "                      fp16; accumulation, statistics and solvers in fp32/fp64),\n"
     "                      fp32, fp16 or bf16\n"
+    "  --resume            continue a run of this job that was killed: passes that\n"
+    "                      stream their output (rtn, gptq, wanda, magnitude) write each\n"
+    "                      finished block to OUTPUT.partial and what it holds to\n"
+    "                      OUTPUT.resume; the same command with --resume goes on after\n"
+    "                      the last finished block (refused, saying what, if the pass,\n"
+    "                      options, source or calibration differ)\n"
     "  --json              print the summary as one JSON object on stdout\n"
     "  -q, --quiet         no progress on stderr\n";
 
@@ -79,6 +86,8 @@ int lmc_pass_cli_opt(lmc_pass_cli *c, int argc, char **argv, int *i)
             return lmc_usage_error(c->cmd, "--precision: '%s' is not auto, fp32, fp16 or bf16",
                                    v), -1;
         c->prec_set = 1;
+    } else if (!strcmp(a, "--resume")) {
+        c->resume = 1;
     } else if (!strcmp(a, "--json")) {
         c->json = 1;
     } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
@@ -137,9 +146,19 @@ static int load_calib_text(const char *path, char **text, size_t *len, lmc_error
     return 0;
 }
 
+/* SOURCE_DATE_EPOCH (the reproducible-builds convention): the provenance's
+ * time comes from it and its timings are left out, so that two runs of one
+ * job (or a resumed and an uninterrupted one) write identical bytes. */
+static int reproducible(void)
+{
+    const char *e = getenv("SOURCE_DATE_EPOCH");
+    return e && *e;
+}
+
 static void iso_time(char *buf, size_t n)
 {
-    time_t t = time(NULL);
+    time_t t = reproducible() ? (time_t)strtoll(getenv("SOURCE_DATE_EPOCH"), NULL, 10)
+                              : time(NULL);
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -156,6 +175,7 @@ int lmc_pass_cli_run(lmc_pass_cli *c, const lmc_pass *p)
     memset(&win, 0, sizeof win);
     cJSON *summary = NULL, *prov = NULL;
     char *prov_text = NULL;
+    lmc_job *job = NULL;
     int rc = LMC_EXIT_FAIL;
     double t0 = lmc_now();
 
@@ -175,6 +195,12 @@ int lmc_pass_cli_run(lmc_pass_cli *c, const lmc_pass *p)
         cJSON_Delete(c->args);
         return lmc_usage_error(c->cmd, "--precision applies to --device cuda (the CPU computes "
                                        "in fp32)");
+    }
+    if (c->resume && !p->streams) {
+        cJSON_Delete(c->args);
+        return lmc_usage_error(c->cmd, "--resume: %s does not stream its output (it needs the "
+                                       "whole model at the end), so there is nothing to resume",
+                               p->name);
     }
     lmc_threads_set((int)c->threads);
     /* no device: say so before loading anything */
@@ -218,12 +244,39 @@ int lmc_pass_cli_run(lmc_pass_cli *c, const lmc_pass *p)
                      win.n, win.seqlen, c->calib_path, (long long)win.source_tokens);
     }
 
-    double t_loaded = lmc_now(); /* model, text, tokenization, windows */
-    summary = cJSON_CreateObject();
     lmc_driver_opts dopt;
     lmc_driver_opts_default(&dopt);
     dopt.backend.device = c->device;
     dopt.backend.precision = c->precision;
+    if (p->streams) {
+        /* each finished block goes to the output at once (bounded memory),
+         * resumable: what a resumed run must share with the first */
+        cJSON *id = cJSON_CreateObject();
+        cJSON_AddStringToObject(id, "pass", p->name);
+        cJSON_AddItemToObject(id, "args", cJSON_Duplicate(c->args, 1));
+        cJSON_AddStringToObject(id, "device", lmc_device_name(c->device));
+        cJSON_AddStringToObject(id, "precision", lmc_precision_name(c->precision));
+        if (p->stats) {
+            cJSON *cal = cJSON_AddObjectToObject(id, "calibration");
+            cJSON_AddStringToObject(cal, "sha256", win.sha256);
+            cJSON_AddNumberToObject(cal, "nsamples", win.n);
+            cJSON_AddNumberToObject(cal, "seqlen", win.seqlen);
+            cJSON_AddNumberToObject(cal, "seed", (double)c->seed);
+        }
+        int jrc = lmc_job_start(c->out_path, m, id, c->resume, &job, &err);
+        cJSON_Delete(id);
+        if (jrc)
+            goto out;
+        dopt.start_layer = lmc_job_blocks_done(job);
+        dopt.block_done = lmc_job_block_done;
+        dopt.block_done_ctx = job;
+        dopt.earlier_reports = (cJSON *)lmc_job_reports(job);
+        if (c->resume)
+            lmc_progress("[%s] resuming %s after block %d of %d\n", p->name, c->out_path,
+                         dopt.start_layer, m->cfg.n_layers);
+    }
+    double t_loaded = lmc_now(); /* model, text, tokenization, windows */
+    summary = cJSON_CreateObject();
     if (lmc_driver_run(m, p, p->stats ? &win : NULL, &dopt, summary, &err))
         goto out;
 
@@ -250,11 +303,15 @@ int lmc_pass_cli_run(lmc_pass_cli *c, const lmc_pass *p)
         cJSON_AddNumberToObject(cal, "tokens", (double)win.source_tokens);
     }
     cJSON_AddStringToObject(prov, "time", tbuf);
-    cJSON_AddItemToObject(prov, "seconds",
-                          cJSON_Duplicate(cJSON_GetObjectItem(summary, "seconds"), 1));
+    if (!reproducible()) /* timings differ from run to run */
+        cJSON_AddItemToObject(prov, "seconds",
+                              cJSON_Duplicate(cJSON_GetObjectItem(summary, "seconds"), 1));
     prov_text = cJSON_PrintUnformatted(prov);
     double t_write = lmc_now();
-    if (lmc_container_write(m, c->out_path, prov_text, &err))
+    int wrc = job ? lmc_job_finish(job, m, prov_text, &err)
+                  : lmc_container_write(m, c->out_path, prov_text, &err);
+    job = NULL;
+    if (wrc)
         goto out;
     t_write = lmc_now() - t_write;
     cJSON *secs = cJSON_GetObjectItem(summary, "seconds");
@@ -279,6 +336,7 @@ int lmc_pass_cli_run(lmc_pass_cli *c, const lmc_pass *p)
 out:
     if (rc != LMC_EXIT_OK)
         lmc_report(&err);
+    lmc_job_abort(job);
     cJSON_Delete(c->args);
     c->args = NULL;
     cJSON_Delete(prov);

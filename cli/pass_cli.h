@@ -22,6 +22,7 @@ typedef struct lmc_pass_cli {
     lmc_device device;       /* --device: where the calibration forward and solvers run */
     lmc_precision precision; /* --precision (CUDA): the calibration forward's compute type */
     int prec_set;
+    int resume;              /* --resume: continue an interrupted run of the same job */
     cJSON *args;    /* pass-specific arguments, recorded in the provenance */
 } lmc_pass_cli;
 

@@ -69,7 +69,7 @@ int lmc_magnitude_pass(lmc_pass *p, const lmc_prune_opts *o, lmc_error *err)
 {
     if (lmc_prune_opts_check(o, err))
         return -1;
-    *p = (lmc_pass){.name = "magnitude", .stats = 0, .needs = LMC_PASS_BLOCK_W, .opts = o,
+    *p = (lmc_pass){.name = "magnitude", .stats = 0, .needs = LMC_PASS_BLOCK_W, .streams = 1, .opts = o,
                     .compress_block = magnitude_block, .begin = lmc_prune_begin};
     return 0;
 }

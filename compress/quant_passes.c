@@ -63,6 +63,7 @@ void lmc_rtn_pass(lmc_pass *p, const lmc_rtn_opts *o)
     memset(p, 0, sizeof *p);
     p->name = "rtn";
     p->stats = 0;
+    p->streams = 1;
     p->opts = o;
     p->compress_block = rtn_block;
 }
@@ -126,6 +127,7 @@ void lmc_gptq_pass(lmc_pass *p, const lmc_solver_opts *o)
     p->name = "gptq";
     p->stats = LMC_STAT_HESSIAN;
     p->device_stats = LMC_STAT_HESSIAN; /* solved where the backend computed it */
+    p->streams = 1;
     p->opts = o;
     p->compress_block = gptq_block;
 }

@@ -29,7 +29,7 @@ int lmc_wanda_pass(lmc_pass *p, const lmc_prune_opts *o, lmc_error *err)
 {
     if (lmc_prune_opts_check(o, err))
         return -1;
-    *p = (lmc_pass){.name = "wanda", .stats = LMC_STAT_SQ_SUM, .opts = o,
+    *p = (lmc_pass){.name = "wanda", .stats = LMC_STAT_SQ_SUM, .streams = 1, .opts = o,
                     .compress_block = wanda_block, .begin = lmc_prune_begin};
     return 0;
 }
