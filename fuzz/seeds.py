@@ -175,8 +175,9 @@ for name, args in runs:
     if r.returncode != 0:
         sys.exit('seeds: lmc %s failed: %s' % (' '.join(args), r.stderr.strip()))
     c = open(dst, 'rb').read()
-    hlen = struct.unpack('<Q', c[16:24])[0]
-    h = json.loads(c[24:24 + hlen])
+    ver, hlen = struct.unpack('<I', c[8:12])[0], struct.unpack('<Q', c[16:24])[0]
+    hoff = struct.unpack('<Q', c[24:32])[0] if ver == 2 else 24  # docs/FORMAT.md
+    h = json.loads(c[hoff:hoff + hlen])
     put('config', 'container-' + name + '.json', json.dumps(h['config']))
 for m in models:
     if os.path.exists(m + '/config.json'):

@@ -36,23 +36,19 @@ EOF
 # blob(name) = (offset, nbytes)); CRCs are recomputed, as a crafted file
 # would carry them
 edit_container() {
-    python3 - "$1" "$2" "$3" <<'EOF' || fail "edit_container $1"
+    PYTHONPATH=tests/tools python3 - "$1" "$2" "$3" <<'EOF' || fail "edit_container $1"
 import json, struct, sys, zlib
+import lmc_container
 src, dst, code = sys.argv[1:4]
-b = open(src, 'rb').read()
-hlen = struct.unpack('<Q', b[16:24])[0]
-d = json.loads(b[24:24 + hlen])
-ds = (24 + hlen + 63) // 64 * 64
-data = bytearray(b[ds:])
+d, data = lmc_container.read(src)
+data = bytearray(data)
 def blob(name):
     o = d['tokenizer'] if name == 'tokenizer' else next(t for t in d['tensors'] if t['name'] == name)
     return o['offset'], o['nbytes']
 exec(code)
 for o in [d['tokenizer']] + d['tensors']:
     o['crc32'] = zlib.crc32(data[o['offset']:o['offset'] + o['nbytes']])
-h = json.dumps(d, separators=(',', ':')).encode()
-pre = b[:8] + struct.pack('<IIQ', 1, zlib.crc32(h), len(h))
-open(dst, 'wb').write(pre + h + bytes((24 + len(h) + 63) // 64 * 64 - 24 - len(h)) + data)
+lmc_container.write(dst, d, data)
 EOF
 }
 
@@ -211,8 +207,10 @@ if [ $killed = 1 ]; then
     "$LMC" inspect "$tmp/k.lmc" >/dev/null || fail "output after a SIGKILL does not load"
     # stale temporaries are not cleaned (another job may be writing one): still there
     [ "$(ls "$tmp/k.lmc".tmp.*)" = "$stale" ] || fail "temporaries: $(ls "$tmp/k.lmc".tmp.*)"
-    # and, read by mistake, refused as the truncated file it is
-    expect 1 "$stale: truncated" "$LMC" inspect "$stale"
+    # and, read by mistake, refused as the unfinished file it is (its
+    # preamble is written last; under 64 bytes it is merely truncated)
+    expect 1 "$stale: " "$LMC" inspect "$stale"
+    grep -qE "incomplete container|truncated" "$tmp/err" || fail "stale temporary: $(cat "$tmp/err")"
 else
     echo "note: the write finished before the kill in 10 attempts; SIGKILL case not exercised"
 fi

@@ -46,11 +46,9 @@ python3 -c "import sys; b=float(sys.argv[1]); sys.exit(0 if 3.2 < b < 3.4 else 1
     || fail "W3 g64 should cost ~3.3 bits per weight, got $b"
 
 # tensor CRCs straight from a container header (docs/FORMAT.md)
-crcs() { python3 -c '
-import json, struct, sys
-b = open(sys.argv[1], "rb").read()
-n = struct.unpack_from("<Q", b, 16)[0]
-print([(t["name"], t["crc32"]) for t in json.loads(b[24:24 + n])["tensors"]])' "$1"; }
+crcs() { PYTHONPATH=tests/tools python3 -c '
+import sys, lmc_container
+print([(t["name"], t["crc32"]) for t in lmc_container.read(sys.argv[1])[0]["tensors"]])' "$1"; }
 
 # ---- determinism: same seed, same tensors (only time stamps differ) ----
 "$LMC" gptq $XS -o "$tmp/a.lmc" --bits 4 $CAL -q || fail gptq a
