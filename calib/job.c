@@ -113,8 +113,9 @@ static int read_state(lmc_job *j, lmc_model *m, lmc_error *err)
     if (d) {
         char *a = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(j->identity, d));
         char *b = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(id, d));
-        lmc_fail(err, "%s: cannot resume: the %s differs from the interrupted run's (now %.200s, "
-                      "then %.200s)",
+        lmc_fail(err,
+                 "%s: cannot resume: \"%s\" differs from the interrupted run's (now %.200s, "
+                 "then %.200s)",
                  j->out_path, d, a ? a : "?", b ? b : "(absent)");
         free(a);
         free(b);

@@ -37,8 +37,8 @@ done=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["blocks_d
 [ "$done" -ge 1 ] && [ "$done" -lt 4 ] || fail "blocks_done $done after the kill"
 
 # a different job is refused, naming what differs; the partial stays
-expect 1 "the calibration differs" "$LMC" gptq $XS -o "$tmp/part.lmc" "${args[@]}" --seed 1 --resume
-expect 1 "the args differs" "$LMC" gptq $XS -o "$tmp/part.lmc" --bits 3 --group 64 \
+expect 1 '"calibration" differs' "$LMC" gptq $XS -o "$tmp/part.lmc" "${args[@]}" --seed 1 --resume
+expect 1 '"args" differs' "$LMC" gptq $XS -o "$tmp/part.lmc" --bits 3 --group 64 \
     --nsamples 32 --seqlen 512 --resume -q
 [ -e "$tmp/part.lmc.partial" ] || fail "a refused resume removed the partial output"
 # the same job resumes after the last finished block: identical bytes
