@@ -23,7 +23,8 @@ enum {
 typedef struct lmc_pass_ctx {
     lmc_model *model;           /* replace tensors with lmc_model_set_tensor */
     int layer;
-    const lmc_block_stats *stats; /* NULL for passes without calibration */
+    lmc_block_stats *stats;     /* NULL for passes without calibration; a solver may take
+                                   a site's Hessian (lmc_block_stats_take_hessian) */
     int nwin, seqlen;           /* calibration windows (0 without calibration) */
     lmc_backend *backend;       /* the calibration backend, or NULL: device solvers run
                                    there (compress/site_hinv.h) */

@@ -47,8 +47,11 @@ static int prepare(lmc_block_hinv *b, const lmc_pass_ctx *ctx, const char *role,
     const lmc_site_stats *st = &ctx->stats->site[s];
     if (!st->xtx || st->ntok == 0)
         return lmc_fail(err, "no calibration statistics for %s", lmc_site_name(s));
-    /* H = 2/N Sum x x^T, scaled as it is read: no copy of the largest matrix */
-    if (lmc_hinv_prepare_scaled(st->xtx, 2.0 / (double)st->ntok, cols, o, &b->hv[s], err))
+    /* H = 2/N Sum x x^T, factored in the statistics' own memory: nothing
+     * else of the block reads it, and the largest matrix exists once */
+    double f = 2.0 / (double)st->ntok;
+    if (lmc_hinv_prepare_consume(lmc_block_stats_take_hessian(ctx->stats, s), f, cols, o,
+                                 &b->hv[s], err))
         return -1;
     b->have[s] = 1;
     return 0;

@@ -56,38 +56,83 @@ int lmc_hinv_prepare(const double *H, int64_t cols, const lmc_solver_opts *o, lm
     return lmc_hinv_prepare_scaled(H, 1.0, cols, o, hv, err);
 }
 
-int lmc_hinv_prepare_scaled(const double *H, double f, int64_t cols, const lmc_solver_opts *o,
+int lmc_hinv_prepare_scaled(const double *S, double f, int64_t cols, const lmc_solver_opts *o,
                             lmc_hinv *hv, lmc_error *err)
 {
     memset(hv, 0, sizeof *hv);
-    const int64_t n = cols;
-    if (n <= 0)
+    if (cols <= 0)
         return lmc_fail(err, "solver: empty Hessian");
-    if (!(o->percdamp >= 0) || o->damp_retries < 0)
+    size_t nn = (size_t)cols * (size_t)cols;
+    double *A = malloc(nn * sizeof *A);
+    if (!A)
+        return lmc_fail(err, "solver: out of memory for a %lldx%lld Hessian", (long long)cols,
+                        (long long)cols);
+    memcpy(A, S, nn * sizeof *A);
+    return lmc_hinv_prepare_consume(A, f, cols, o, hv, err);
+}
+
+/* a[i][*] = a[p[i]][*] (rows of n doubles) in place, cycle by cycle */
+static void permute_rows(double *a, int64_t n, const int32_t *p, double *row, uint8_t *seen)
+{
+    memset(seen, 0, (size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        if (seen[i] || p[i] == i)
+            continue;
+        memcpy(row, a + i * n, (size_t)n * sizeof *row);
+        int64_t j = i;
+        for (;;) {
+            seen[j] = 1;
+            int64_t k = p[j];
+            if (k == i) {
+                memcpy(a + j * n, row, (size_t)n * sizeof *row);
+                break;
+            }
+            memcpy(a + j * n, a + k * n, (size_t)n * sizeof *row);
+            j = k;
+        }
+    }
+}
+
+int lmc_hinv_prepare_consume(double *A, double f, int64_t cols, const lmc_solver_opts *o,
+                             lmc_hinv *hv, lmc_error *err)
+{
+    memset(hv, 0, sizeof *hv);
+    const int64_t n = cols;
+    double *diag = NULL, *row = NULL;
+    int32_t *rp = NULL;
+    uint8_t *seen = NULL;
+    if (n <= 0) {
+        free(A);
+        return lmc_fail(err, "solver: empty Hessian");
+    }
+    if (!(o->percdamp >= 0) || o->damp_retries < 0) {
+        free(A);
         return lmc_fail(err, "solver: invalid damping %g (retries %d)", o->percdamp,
                         o->damp_retries);
+    }
     for (int64_t k = 0; k < n * n; k++)
-        if (!isfinite(H[k] * f))
+        if (!isfinite(A[k] * f)) {
+            free(A);
             return lmc_fail(err, "solver: Hessian entry (%lld, %lld) is not finite",
                             (long long)(k / n), (long long)(k % n));
+        }
     hv->cols = n;
     hv->act_order = o->act_order;
     hv->percdamp = o->percdamp;
     hv->dead = calloc((size_t)n, 1);
     hv->perm = malloc((size_t)n * sizeof *hv->perm);
-    hv->U = malloc((size_t)n * (size_t)n * sizeof *hv->U);
-    double *A = malloc((size_t)n * (size_t)n * sizeof *A);
-    double *diag = malloc((size_t)n * sizeof *diag);
-    if (!hv->dead || !hv->perm || !hv->U || !A || !diag) {
-        free(A);
-        free(diag);
-        lmc_hinv_free(hv);
-        return lmc_fail(err, "solver: out of memory for a %lldx%lld Hessian", (long long)n,
-                        (long long)n);
+    diag = malloc((size_t)n * sizeof *diag);
+    row = malloc((size_t)n * sizeof *row);
+    rp = malloc((size_t)n * sizeof *rp);
+    seen = malloc((size_t)n);
+    if (!hv->dead || !hv->perm || !diag || !row || !rp || !seen) {
+        lmc_fail(err, "solver: out of memory for a %lldx%lld Hessian", (long long)n,
+                 (long long)n);
+        goto fail;
     }
     /* Dead inputs (never nonzero in calibration): H_ii = 1, weights zeroed in run. */
     for (int64_t i = 0; i < n; i++) {
-        diag[i] = H[i * n + i] * f;
+        diag[i] = A[i * n + i] * f;
         hv->perm[i] = (int32_t)i;
         if (diag[i] == 0) {
             hv->dead[i] = 1;
@@ -98,10 +143,8 @@ int lmc_hinv_prepare_scaled(const double *H, double f, int64_t cols, const lmc_s
     if (o->act_order) {
         keyed *kv = malloc((size_t)n * sizeof *kv);
         if (!kv) {
-            free(A);
-            free(diag);
-            lmc_hinv_free(hv);
-            return lmc_fail(err, "solver: out of memory");
+            lmc_fail(err, "solver: out of memory");
+            goto fail;
         }
         for (int64_t i = 0; i < n; i++)
             kv[i] = (keyed){diag[i], (int32_t)i};
@@ -114,7 +157,20 @@ int lmc_hinv_prepare_scaled(const double *H, double f, int64_t cols, const lmc_s
      * cholesky(cholesky_inverse(cholesky(H)), upper=True). With J the order
      * reversal: chol(J H J) = Lr (lower) gives H = V V^T with V = J Lr J
      * upper, so H^-1 = (V^-1)^T V^-1 and U = V^-1 = J Lr^-1 J: one Cholesky
-     * and one triangular inverse instead of three factorizations. */
+     * and one triangular inverse instead of three factorizations.
+     * A = f J P^T S P J is formed in place (S is the largest buffer of the
+     * pass): rows, then each row's columns, by rp[i] = perm[n-1-i]. */
+    for (int64_t i = 0; i < n; i++)
+        rp[i] = hv->perm[n - 1 - i];
+    permute_rows(A, n, rp, row, seen);
+    for (int64_t i = 0; i < n; i++) {
+        double *ai = A + i * n;
+        for (int64_t j = 0; j < n; j++)
+            row[j] = ai[rp[j]] * f;
+        memcpy(ai, row, (size_t)n * sizeof *row);
+    }
+    /* LAPACK (column-major, 'L') works on the row-major upper triangle and
+     * leaves the strict lower one, which keeps A for a retry */
     double percdamp = o->percdamp;
     for (int attempt = 0;; attempt++) {
         double mean = 0;
@@ -122,20 +178,14 @@ int lmc_hinv_prepare_scaled(const double *H, double f, int64_t cols, const lmc_s
             mean += diag[i];
         mean /= (double)n;
         if (!(mean > 0)) {
-            free(A);
-            free(diag);
-            lmc_hinv_free(hv);
-            return lmc_fail(err, "solver: Hessian has a non-positive mean diagonal (%g)", mean);
+            lmc_fail(err, "solver: Hessian has a non-positive mean diagonal (%g)", mean);
+            goto fail;
         }
         const double damp = percdamp * mean;
-        /* A = J P^T H P J (+ damping): symmetric, so row- and column-major
-         * agree and LAPACK runs column-major without transposition */
         for (int64_t i = 0; i < n; i++) {
-            const int64_t pi = hv->perm[n - 1 - i];
-            const double *hr = H + pi * n;
-            for (int64_t j = 0; j < n; j++)
-                A[i * n + j] = hr[hv->perm[n - 1 - j]] * f;
-            A[i * n + i] = diag[pi] + damp;
+            for (int64_t j = i + 1; attempt > 0 && j < n; j++)
+                A[i * n + j] = A[j * n + i];
+            A[i * n + i] = diag[rp[i]] + damp;
         }
         lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)n, A, (lapack_int)n);
         if (info == 0)
@@ -143,14 +193,11 @@ int lmc_hinv_prepare_scaled(const double *H, double f, int64_t cols, const lmc_s
         if (info == 0)
             break;
         if (info < 0 || attempt >= o->damp_retries) {
-            free(A);
-            free(diag);
-            double p = percdamp;
-            lmc_hinv_free(hv);
-            return lmc_fail(err,
-                            "solver: Hessian (%lld columns) is not positive definite even with "
-                            "damping %g x mean(diag H)",
-                            (long long)n, p);
+            lmc_fail(err,
+                     "solver: Hessian (%lld columns) is not positive definite even with "
+                     "damping %g x mean(diag H)",
+                     (long long)n, percdamp);
+            goto fail;
         }
         double next = percdamp > 0 ? percdamp * 10 : 0.01;
         warnf(o, "Hessian not positive definite with damping %g x mean(diag H); retrying with %g",
@@ -159,13 +206,30 @@ int lmc_hinv_prepare_scaled(const double *H, double f, int64_t cols, const lmc_s
         hv->damp_raised++;
     }
     hv->percdamp_used = percdamp;
+    free(diag);
+    free(row);
+    free(rp);
+    free(seen);
+    diag = NULL, row = NULL, rp = NULL, seen = NULL;
+    if (!(hv->U = malloc((size_t)n * (size_t)n * sizeof *hv->U))) {
+        lmc_fail(err, "solver: out of memory for a %lldx%lld Hessian", (long long)n,
+                 (long long)n);
+        goto fail;
+    }
     /* Lr^-1 (a, b), a >= b, is at A[b*n + a] (column-major); U[i][j] = Lr^-1(n-1-i, n-1-j) */
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < n; j++)
             hv->U[i * n + j] = j >= i ? (float)A[(n - 1 - j) * n + (n - 1 - i)] : 0.0f;
     free(A);
-    free(diag);
     return 0;
+fail:
+    free(A);
+    free(diag);
+    free(row);
+    free(rp);
+    free(seen);
+    lmc_hinv_free(hv);
+    return -1;
 }
 
 void lmc_solver_result_free(lmc_solver_result *res)

@@ -89,10 +89,13 @@ typedef struct lmc_hinv {
  * damping cannot make it positive definite. */
 int lmc_hinv_prepare(const double *H, int64_t cols, const lmc_solver_opts *o, lmc_hinv *hv,
                      lmc_error *err);
-/* The same for H = f S (S e.g. the accumulated Sum x x^T, f = 2/N), without
- * a scaled copy of S: an 8B model's widest Hessian is 1.6 GB in double. */
+/* The same for H = f S (S e.g. the accumulated Sum x x^T, f = 2/N). */
 int lmc_hinv_prepare_scaled(const double *S, double f, int64_t cols, const lmc_solver_opts *o,
                             lmc_hinv *hv, lmc_error *err);
+/* The same, taking ownership of S (freed, also on failure): the factor is
+ * formed in S's memory, so the largest Hessian needs no second copy. */
+int lmc_hinv_prepare_consume(double *S, double f, int64_t cols, const lmc_solver_opts *o,
+                             lmc_hinv *hv, lmc_error *err);
 void lmc_hinv_free(lmc_hinv *hv);
 
 typedef struct lmc_solver_result {

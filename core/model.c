@@ -45,6 +45,15 @@ void lmc_model_release_pages(const lmc_model *m, const void *p, size_t n)
             lmc_mmap_release(&m->maps[i], p, n);
 }
 
+void lmc_model_release_block_pages(const lmc_model *m, int layer)
+{
+    char prefix[32];
+    int n = snprintf(prefix, sizeof prefix, "blk.%d.", layer);
+    for (int i = 0; i < m->n_tensors; i++)
+        if (!strncmp(m->tensors[i].name, prefix, (size_t)n))
+            lmc_model_release_pages(m, m->tensors[i].data, m->tensors[i].nbytes);
+}
+
 int lmc_model_set_tensor(lmc_model *m, const lmc_tensor *t, lmc_error *err)
 {
     lmc_tensor *cur = lmc_model_find(m, t->name);

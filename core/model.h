@@ -103,6 +103,9 @@ lmc_tensor *lmc_model_block_tensor(const lmc_model *m, int layer, const char *ro
                                    const char *kind);
 /* Drop the resident pages of [p, p + n) if they lie in one of m's maps. */
 void lmc_model_release_pages(const lmc_model *m, const void *p, size_t n);
+/* The same for every tensor of block `layer` (a streamed evaluation, once
+ * the block has run). */
+void lmc_model_release_block_pages(const lmc_model *m, int layer);
 /* Replace (or add) a tensor; the model takes ownership of t->owned. A
  * replaced tensor that pointed into a map gives its pages back. */
 int lmc_model_set_tensor(lmc_model *m, const lmc_tensor *t, lmc_error *err);

@@ -167,6 +167,7 @@ static int stream_nll(lmc_backend *b, const int32_t *ids, int nwin, int S, doubl
             if (lmc_forward_block(s->w, l, &s->bw, s->sx + k * per, S, s->s, NULL, NULL, err) < 0)
                 return -1;
         lmc_block_w_release(&s->bw);
+        lmc_model_release_block_pages(b->model, l);
     }
     for (int k = 0; k < nwin; k++)
         if (lmc_forward_head_nll(s->w, ids + (size_t)k * S, S, s->sx + k * per, s->s, &nll[k],
@@ -207,14 +208,18 @@ static int cpu_acts_new(lmc_acts *a, const int32_t *ids, lmc_error *err)
     cpu_state *s = a->b->impl;
     const lmc_model *m = a->b->model;
     size_t per = (size_t)a->seqlen * (size_t)m->cfg.hidden;
-    if (!s->embed) {
-        const lmc_tensor *te = lmc_model_find(m, "embed.weight");
+    const lmc_tensor *te = lmc_model_find(m, "embed.weight");
+    if (!s->shell.embed_src) {
         if (!te)
             return lmc_fail(err, "embed.weight: missing");
-        if (lmc_tensor_expect_shape(te, m->cfg.vocab, m->cfg.hidden, err) < 0 ||
-            lmc_tensor_to_f32(te, &s->embed, err) < 0)
+        if (lmc_tensor_expect_shape(te, m->cfg.vocab, m->cfg.hidden, err) < 0)
+            return -1;
+        /* dense embeddings: the rows the windows use, decoded when used
+         * (the whole table is 2.1 GB in fp32 at 8B) */
+        if (!lmc_tensor_rows_sliceable(te) && lmc_tensor_to_f32(te, &s->embed, err) < 0)
             return -1;
         s->shell.embed = s->embed;
+        s->shell.embed_src = te;
         const lmc_tensor *tp = lmc_model_find(m, "pos_embed.weight");
         if (tp) {
             if (lmc_tensor_to_f32(tp, &s->pos, err) < 0)
@@ -242,6 +247,7 @@ static int cpu_acts_new(lmc_acts *a, const int32_t *ids, lmc_error *err)
             free(c);
             return -1;
         }
+    lmc_model_release_pages(m, te->data, te->nbytes);
     a->impl = c;
     return 0;
 }

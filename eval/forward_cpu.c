@@ -61,6 +61,8 @@ struct lmc_scratch {
     int head_rows; /* logits rows computed per sgemm when scoring */
     float *logits; /* [head_rows][vocab] */
     double *row_nll; /* [head_rows] */
+    float *hw;       /* a decoded head: [head_vc][hidden] (allocated when first needed) */
+    int head_vc;     /* vocab rows of the head decoded at a time */
     float *rope_cos, *rope_sin; /* [T][hd/2] */
 };
 
@@ -642,9 +644,17 @@ lmc_scratch *lmc_scratch_new(const lmc_config *cfg, int max_tokens)
     s->f2 = malloc(T * F * sizeof(float));
     s->att = malloc((size_t)s->nthr * QB * (size_t)s->lds * sizeof(float));
     /* about 8 MB of logits at a time, at least 32 rows */
-    s->head_rows = (int)(((size_t)2 << 20) / (size_t)cfg->vocab);
+    /* up to 256 MB of logits: a head decoded on the fly is decoded once
+     * per chunk of rows (and the whole-model path uses the same chunks) */
+    s->head_rows = (int)(((size_t)64 << 20) / (size_t)cfg->vocab);
     s->head_rows = s->head_rows < 32 ? 32 : s->head_rows;
     s->head_rows = s->head_rows > max_tokens ? max_tokens : s->head_rows;
+    /* a head decoded on the fly: 16 MB of it at a time (LMC_EVAL_HEAD_VC:
+     * another count of vocab rows, to test the chunking on small models) */
+    const char *vc = getenv("LMC_EVAL_HEAD_VC");
+    s->head_vc = vc && atoi(vc) > 0 ? atoi(vc) : (int)(((size_t)4 << 20) / H);
+    s->head_vc = s->head_vc < 64 ? 64 : s->head_vc;
+    s->head_vc = s->head_vc > cfg->vocab ? cfg->vocab : s->head_vc;
     s->logits = malloc((size_t)s->head_rows * (size_t)cfg->vocab * sizeof(float));
     s->row_nll = malloc((size_t)s->head_rows * sizeof(double));
     int ok = s->x && s->xn && s->q && s->k && s->v && s->kp && s->vp && s->ctx && s->f1 && s->f2 &&
@@ -675,6 +685,7 @@ void lmc_scratch_free(lmc_scratch *s)
     free(s->att);
     free(s->logits);
     free(s->row_nll);
+    free(s->hw);
     free(s->rope_cos);
     free(s->rope_sin);
     free(s);
@@ -699,7 +710,10 @@ int lmc_forward_embed(const lmc_weights *w, const int32_t *ids, int n, float *x,
     size_t H = (size_t)c->hidden;
     for (int i = 0; i < n; i++) {
         float *xi = x + (size_t)i * H;
-        memcpy(xi, w->embed + (size_t)ids[i] * H, H * sizeof(float));
+        if (w->embed)
+            memcpy(xi, w->embed + (size_t)ids[i] * H, H * sizeof(float));
+        else if (lmc_tensor_rows_f32(w->embed_src, ids[i], 1, xi, err) < 0)
+            return -1;
         if (w->pos_embed) {
             const float *p = w->pos_embed + (size_t)(i + c->pos_offset) * H;
             for (size_t j = 0; j < H; j++)
@@ -751,6 +765,40 @@ int lmc_forward_block(const lmc_weights *w, int layer, const lmc_block_w *bw, fl
     return 0;
 }
 
+/* The head's logits y[n][vocab] of xn, head_vc vocab rows at a time, each
+ * piece one sgemm into its columns of y; a head with no fp32 copy (w NULL:
+ * streaming) is decoded piece by piece. Both cases run the same sgemm
+ * shapes, so a streamed evaluation gives the same logits bit for bit. */
+static int head_linear(const lmc_weights *w, const float *xn, int n, float *y, lmc_scratch *s,
+                       lmc_error *err)
+{
+    const lmc_linear *L = &w->head;
+    if (L->kstate) {
+        linear(L, xn, n, y, 0);
+        return 0;
+    }
+    int V = (int)L->out, H = (int)L->in;
+    if (!L->w && !s->hw && !(s->hw = malloc((size_t)s->head_vc * (size_t)H * sizeof(float))))
+        return lmc_fail(err, "out of memory for %d rows of the head", s->head_vc);
+    for (int v0 = 0; v0 < V; v0 += s->head_vc) {
+        int nv = V - v0 < s->head_vc ? V - v0 : s->head_vc;
+        const float *hw = L->w ? L->w + (size_t)v0 * (size_t)H : s->hw;
+        if (!L->w && lmc_tensor_rows_f32(L->src, v0, nv, s->hw, err) < 0)
+            return -1;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nv, H, 1.0f, xn, H, hw, H,
+                    0.0f, y + v0, V);
+        if (!L->w) { /* nor its encoded pages: read again from the page cache next time */
+            size_t rb = L->src->nbytes / (size_t)V;
+            lmc_model_release_pages(w->model, L->src->data + (size_t)v0 * rb, (size_t)nv * rb);
+        }
+    }
+    if (L->b) {
+        ew_job j = {y, L->b, V, LMC_ACT_RELU};
+        pool_rows(bias_rows, &j, n, 32);
+    }
+    return 0;
+}
+
 int lmc_forward_head(const lmc_weights *w, const float *x, int n, float *logits, lmc_scratch *s,
                      lmc_error *err)
 {
@@ -759,8 +807,7 @@ int lmc_forward_head(const lmc_weights *w, const float *x, int n, float *logits,
         return lmc_fail(err, "head: %d tokens, scratch holds %d", n, s->max_tokens);
     norm_par(x, s->xn, n, c->hidden, w->final_norm_w, w->final_norm_b, c->norm_is_rms,
              c->norm_eps);
-    linear(&w->head, s->xn, n, logits, 0);
-    return 0;
+    return head_linear(w, s->xn, n, logits, s, err);
 }
 
 /* -log softmax(l)[target], exponentials summed in double. */
@@ -828,7 +875,8 @@ int lmc_forward_head_nll(const lmc_weights *w, const int32_t *ids, int n, const 
     for (int r0 = 0; r0 < n; r0 += s->head_rows) {
         int nr = n - r0 < s->head_rows ? n - r0 : s->head_rows;
         float *lg = logits_out ? logits_out + (size_t)r0 * V : s->logits;
-        linear(&w->head, s->xn + (size_t)r0 * c->hidden, nr, lg, 0);
+        if (head_linear(w, s->xn + (size_t)r0 * c->hidden, nr, lg, s, err) < 0)
+            return -1;
         nll_job j = {lg, ids + r0 + 1, s->row_nll, V, n - 1 - r0};
         pool_rows(nll_rows, &j, nr, 8);
         for (int r = 0; r < nr && r0 + r + 1 < n; r++) /* fixed order: same sum on any threads */

@@ -48,8 +48,30 @@ oom:
     return lmc_fail(err, "out of memory for calibration statistics");
 }
 
+int lmc_block_stats_alloc(lmc_block_stats *s, lmc_error *err)
+{
+    if (!(s->flags & ~s->device_only & LMC_STAT_HESSIAN))
+        return 0;
+    for (int k = 0; k < LMC_SITE_COUNT; k++) {
+        lmc_site_stats *st = &s->site[k];
+        size_t dd = (size_t)st->dim * (size_t)st->dim;
+        if (!st->xtx && !(st->xtx = calloc(dd, sizeof(double))))
+            return lmc_fail(err, "out of memory for calibration statistics");
+    }
+    return 0;
+}
+
+double *lmc_block_stats_take_hessian(lmc_block_stats *s, lmc_site site)
+{
+    double *h = s->site[site].xtx;
+    s->site[site].xtx = NULL;
+    return h;
+}
+
 int lmc_block_stats_reset(lmc_block_stats *s, lmc_error *err)
 {
+    if (lmc_block_stats_alloc(s, err) < 0)
+        return -1;
     if (s->tmp_elems && !s->tmp && !(s->tmp = malloc(s->tmp_elems * sizeof(float))))
         return lmc_fail(err, "out of memory for calibration statistics");
     for (int k = 0; k < LMC_SITE_COUNT; k++) {

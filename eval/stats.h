@@ -46,6 +46,13 @@ int64_t lmc_site_dim(const lmc_config *cfg, lmc_site s);
  * the Hessian needs until lmc_block_stats_finish). */
 int lmc_block_stats_reset(lmc_block_stats *s, lmc_error *err);
 void lmc_block_stats_free(lmc_block_stats *s);
+/* Allocate again the host Hessians taken since the last block (reset does
+ * this; a backend that fills them without reset calls it). */
+int lmc_block_stats_alloc(lmc_block_stats *s, lmc_error *err);
+/* Take ownership of site's host Hessian (NULL if none): a solver that
+ * factors it in place, so that the largest matrix of a pass (1.6 GB in
+ * double at 8B) exists once. The site has no Hessian until the next block. */
+double *lmc_block_stats_take_hessian(lmc_block_stats *s, lmc_site site);
 /* Observer callback (eval/forward.h lmc_observer_fn); ctx is lmc_block_stats*. */
 void lmc_block_stats_observe(void *ctx, int layer, lmc_site site, const float *x, int64_t ntok,
                              int64_t dim);

@@ -132,6 +132,40 @@ int lmc_tensor_to_f32(const lmc_tensor *t, float **out, lmc_error *err)
     return 0;
 }
 
+static size_t dense_elem(lmc_enc_id id)
+{
+    return id == LMC_ENC_F32 ? 4 : (id == LMC_ENC_F16 || id == LMC_ENC_BF16) ? 2 : 0;
+}
+
+int lmc_tensor_rows_sliceable(const lmc_tensor *t)
+{
+    return t->ndim == 2 && dense_elem(t->enc.id) != 0;
+}
+
+int lmc_tensor_rows_f32(const lmc_tensor *t, int64_t r0, int64_t n, float *out, lmc_error *err)
+{
+    const lmc_enc_traits *tr;
+    size_t es = dense_elem(t->enc.id);
+    assert(es && t->ndim == 2); /* callers check lmc_tensor_rows_sliceable */
+    if (r0 < 0 || n <= 0 || r0 + n > t_rows(t))
+        return lmc_fail(err, "tensor %s: rows %lld..%lld of %lld", t->name, (long long)r0,
+                        (long long)(r0 + n), (long long)t_rows(t));
+    if (check_blob(t, &tr, err) < 0)
+        return -1;
+    int64_t cols = t_cols(t);
+    const unsigned char *p = (const unsigned char *)t->data + (size_t)(r0 * cols) * es;
+    if (tr->to_f32(&t->enc, p, n, cols, out, err) < 0) {
+        char pre[128];
+        snprintf(pre, sizeof pre, "tensor %s", t->name);
+        return lmc_fail_prefix(err, pre);
+    }
+    int64_t bad = find_nonfinite(out, (size_t)(n * cols));
+    if (bad >= 0)
+        return lmc_fail(err, "tensor %s: non-finite weight at [%lld, %lld]", t->name,
+                        (long long)(r0 + bad / cols), (long long)(bad % cols));
+    return 0;
+}
+
 /* fp32 view of a tensor: in place when it is aligned fp32, else decoded
  * into a buffer recorded in own. */
 static int get_f32(const lmc_tensor *t, ownlist *own, const float **out, lmc_error *err)
@@ -326,8 +360,17 @@ static int prepare(const lmc_model *m, int blocks, lmc_weights **out, lmc_error 
         lmc_fail(err, "out of memory");
         goto fail;
     }
-    if (load_named(m, "embed.weight", c->vocab, c->hidden, 1, own, &w->embed, NULL, err) < 0)
+    /* without the blocks (a model too large for memory in fp32), dense
+     * embeddings and head are decoded a piece at a time when used */
+    const lmc_tensor *et = lmc_model_find(m, "embed.weight");
+    if (!blocks && et && lmc_tensor_rows_sliceable(et)) {
+        if (lmc_tensor_expect_shape(et, c->vocab, c->hidden, err) < 0)
+            goto fail;
+        w->embed_src = et;
+    } else if (load_named(m, "embed.weight", c->vocab, c->hidden, 1, own, &w->embed,
+                          &w->embed_src, err) < 0) {
         goto fail;
+    }
     if (c->learned_pos) {
         /* learned positions: the table must cover every position the config
          * allows, offset rows included */
@@ -351,13 +394,17 @@ static int prepare(const lmc_model *m, int blocks, lmc_weights **out, lmc_error 
     w->head.out = c->vocab;
     w->head.in = c->hidden;
     const lmc_tensor *ht = lmc_model_find(m, "head.weight");
-    if (ht) {
+    if (ht && !blocks && lmc_tensor_rows_sliceable(ht)) {
+        if (lmc_tensor_expect_shape(ht, c->vocab, c->hidden, err) < 0)
+            goto fail;
+        w->head.src = ht; /* w NULL: decoded in row chunks (forward_cpu.c) */
+    } else if (ht) {
         if (load_named(m, "head.weight", c->vocab, c->hidden, 1, own, &w->head.w, &w->head.src,
                        err) < 0)
             goto fail;
     } else if (c->tied) {
         w->head.w = w->embed;
-        w->head.src = lmc_model_find(m, "embed.weight");
+        w->head.src = w->embed_src;
     } else {
         lmc_fail(err, "%s: tensor head.weight is missing and the head is not tied",
                  m->source_path ? m->source_path : "model");

@@ -30,10 +30,12 @@ typedef struct lmc_block_w {
 typedef struct lmc_weights {
     const lmc_model *model;
     const lmc_config *cfg;
-    const float *embed;      /* [vocab][hidden] */
+    const float *embed;      /* [vocab][hidden]; NULL: rows decoded from embed_src when used */
+    const lmc_tensor *embed_src;
     const float *pos_embed;  /* [positions][hidden] or NULL */
     const float *final_norm_w, *final_norm_b;
-    lmc_linear head;         /* w may alias embed when tied */
+    lmc_linear head;         /* w may alias embed when tied; w NULL (and no kernel): decoded
+                              * from src in row chunks when used */
     lmc_block_w *blocks;     /* [n_layers] */
     void *owned;             /* private */
 } lmc_weights;
@@ -49,7 +51,9 @@ void lmc_block_w_release(lmc_block_w *bw);
 lmc_linear *lmc_block_w_linear(lmc_block_w *bw, const char *role);
 void lmc_weights_free(lmc_weights *w);
 /* Everything but the blocks (embeddings, positions, final norm, head); the
- * blocks are left empty, for lmc_weights_prepare_block one at a time. */
+ * blocks are left empty, for lmc_weights_prepare_block one at a time. Dense
+ * (f32/f16/bf16) embeddings and head are not decoded here but a piece at a
+ * time when used (at 8B they are 2.1 GB each in fp32). */
 int lmc_weights_prepare_outer(const lmc_model *m, lmc_weights **out, lmc_error *err);
 /* Bytes of the fp32 buffers w decoded (tensors used in place not counted). */
 size_t lmc_weights_bytes(const lmc_weights *w);
@@ -60,5 +64,9 @@ int lmc_tensor_expect_shape(const lmc_tensor *t, int64_t rows, int64_t cols, lmc
 
 /* Decode one tensor to a fresh fp32 buffer (caller frees). Checks finiteness. */
 int lmc_tensor_to_f32(const lmc_tensor *t, float **out, lmc_error *err);
+/* Whether rows of t can be decoded alone (a dense 2-D tensor), and rows
+ * [r0, r0 + n) of such a tensor into out[n][cols] (finiteness checked). */
+int lmc_tensor_rows_sliceable(const lmc_tensor *t);
+int lmc_tensor_rows_f32(const lmc_tensor *t, int64_t r0, int64_t n, float *out, lmc_error *err);
 
 #endif

@@ -79,7 +79,7 @@ static int parse_blob(const cJSON *o, const char *path, const char *what, uint64
  * allocated here is freed by the caller through lmc_model_free. */
 static int load_header(const char *path, const unsigned char *base, size_t size,
                        const cJSON *h, uint32_t version, uint64_t data_start, lmc_model *m,
-                       lmc_error *err)
+                       const lmc_mmap *map, lmc_error *err)
 {
     if (!cJSON_IsObject(h))
         return lmc_fail(err, "%s: header is not a JSON object", path);
@@ -206,6 +206,10 @@ static int load_header(const char *path, const unsigned char *base, size_t size,
                      rs[k].crc, c);
             goto out;
         }
+        /* checked: its pages need not stay resident (a model larger than
+         * memory is read block by block later) */
+        if (map)
+            lmc_mmap_release(map, data + rs[k].off, rs[k].n);
     }
     if (tok && !cJSON_IsNull(tok)) {
         region r;
@@ -228,8 +232,18 @@ out:
     return rc;
 }
 
+static int parse(const void *buf, size_t size, const char *path, const lmc_mmap *map,
+                 lmc_model **out, lmc_error *err);
+
 int lmc_container_parse(const void *buf, size_t size, const char *path, lmc_model **out,
                         lmc_error *err)
+{
+    return parse(buf, size, path, NULL, out, err);
+}
+
+/* map: the file buf is mapped from, whose pages are released once checked */
+static int parse(const void *buf, size_t size, const char *path, const lmc_mmap *map,
+                 lmc_model **out, lmc_error *err)
 {
     *out = NULL;
     lmc_encodings_init();
@@ -316,7 +330,7 @@ int lmc_container_parse(const void *buf, size_t size, const char *path, lmc_mode
         lmc_fail(err, "%s: header has trailing bytes after the JSON", path);
         goto fail;
     }
-    int rc = load_header(path, p, (size_t)data_end, h, version, data_start, m, err);
+    int rc = load_header(path, p, (size_t)data_end, h, version, data_start, m, map, err);
     cJSON_Delete(h);
     if (rc)
         goto fail;
@@ -334,7 +348,7 @@ int lmc_container_load(const char *path, lmc_model **out, lmc_error *err)
     if (lmc_mmap_open(path, &map, err) != 0)
         return -1;
     lmc_model *m;
-    if (lmc_container_parse(map.data, map.size, path, &m, err) != 0) {
+    if (parse(map.data, map.size, path, &map, &m, err) != 0) {
         lmc_mmap_close(&map);
         return -1;
     }

@@ -553,6 +553,8 @@ static int cuda_block_forward(lmc_backend *b, lmc_acts *a, lmc_block_stats *st, 
     lmc_cuda_model *cm = cm_of(b);
     if (!st)
         return lmc_cu_calib_forward(cm->cu, a->impl, NULL, err);
+    if (lmc_block_stats_alloc(st, err) < 0)
+        return -1;
     lmc_cu_stats cs;
     memset(&cs, 0, sizeof cs);
     cs.want_hessian = (st->flags & LMC_STAT_HESSIAN) != 0;

@@ -88,6 +88,16 @@ import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
 assert a['ppl'] == b['ppl'] and a['windows'] == b['windows'] == 3, (a['ppl'], b['ppl'])
 EOF
+# the head and embeddings decoded 100 vocab rows at a time (what an 8B
+# model's get): the same numbers again, chunked the same way in both modes
+LMC_EVAL_HEAD_VC=100 expect 0 "" "$LMC" eval data/llama-xs --text data/eval.txt --max-windows 3 --json -q
+cp "$tmp/out" "$tmp/whole.json"
+LMC_EVAL_STREAM=1 LMC_EVAL_HEAD_VC=100 expect 0 "decoding one block at a time" "$LMC" eval data/llama-xs --text data/eval.txt --max-windows 3 --json
+python3 - "$tmp/whole.json" "$tmp/out" <<'EOF' || fail "streamed eval with a chunked head differs"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+assert a['ppl'] == b['ppl'] and a['windows'] == b['windows'] == 3, (a['ppl'], b['ppl'])
+EOF
 
 SHARED=${LMC_SHARED:-../shared}
 if [ ! -d "$SHARED/models" ]; then
