@@ -110,6 +110,7 @@ asan-check:
 # passes without a GPU.
 cuda-check: $(B)/lmc $(B)/tests/test_cuda
 	$(B)/tests/test_cuda
+	tests/cuda/encodings.sh
 	tests/cuda/passes.sh
 
 # Fuzz targets (docs/FUZZING.md): clang's libFuzzer with ASan and UBSan on the

@@ -63,7 +63,11 @@ static const char help[] =
     "flops_per_token and flops_per_token_dense, device, precision, residual (its\n"
     "type: fp32, fp16 or bf16) and device_bytes (memory the backend holds: on\n"
     "the GPU the weights as kept there, low-rank linears as their factors, and\n"
-    "the activation buffers; on the CPU the decoded fp32 weights).\n"
+    "the activation buffers; on the CPU the decoded fp32 weights); on the GPU\n"
+    "also device_weights, the weights' device bytes per encoding and how they are\n"
+    "held (dense, dequantized at load, factors, packed: qgroup expanded per GEMM\n"
+    "into one shared expansion scratch, int8 kernel: W8A8 and LLM.int8() integer\n"
+    "GEMMs), and their sum device_weight_bytes.\n"
     "\n"
     "FLOPs convention: 2 FLOPs per multiply-accumulate; every block linear and the\n"
     "LM head count rows x cols MACs per token (flops_per_token: the encoding's\n"
@@ -433,6 +437,22 @@ int lmc_cmd_eval(int argc, char **argv)
         cJSON_AddNumberToObject(o, "load_seconds", t_load);
         cJSON_AddNumberToObject(o, "peak_rss_bytes", peak_rss_bytes());
         cJSON_AddNumberToObject(o, "device_bytes", (double)lmc_backend_bytes(be));
+        lmc_weight_bytes wb[LMC_MAX_WEIGHT_BYTES];
+        int nwb = lmc_backend_weight_bytes(be, wb, LMC_MAX_WEIGHT_BYTES);
+        if (nwb > 0) {
+            cJSON *arr = cJSON_AddArrayToObject(o, "device_weights");
+            double tot = 0;
+            for (int i = 0; i < nwb; i++) {
+                cJSON *e = cJSON_CreateObject();
+                cJSON_AddStringToObject(e, "encoding", wb[i].encoding);
+                cJSON_AddStringToObject(e, "held", wb[i].held);
+                cJSON_AddNumberToObject(e, "bytes", wb[i].bytes);
+                cJSON_AddNumberToObject(e, "tensors", (double)wb[i].tensors);
+                cJSON_AddItemToArray(arr, e);
+                tot += wb[i].bytes;
+            }
+            cJSON_AddNumberToObject(o, "device_weight_bytes", tot);
+        }
         char *s = cJSON_PrintUnformatted(o);
         printf("%s\n", s);
         free(s);

@@ -146,6 +146,10 @@ lmc_precision lmc_backend_precision(const lmc_backend *b) { return b->prec; }
 lmc_residual lmc_backend_residual(const lmc_backend *b) { return b->res; }
 size_t lmc_backend_bytes(const lmc_backend *b) { return b->ops->bytes(b); }
 size_t lmc_backend_peak_bytes(const lmc_backend *b) { return b->ops->peak_bytes(b); }
+int lmc_backend_weight_bytes(const lmc_backend *b, lmc_weight_bytes *out, int max)
+{
+    return b->ops->weight_bytes ? b->ops->weight_bytes(b, out, max) : 0;
+}
 
 static int need_use(const lmc_backend *b, lmc_backend_use u, lmc_error *err)
 {

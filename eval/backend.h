@@ -93,6 +93,17 @@ lmc_residual lmc_backend_residual(const lmc_backend *b);
  * decoded fp32 weights and buffers) and the most it held. */
 size_t lmc_backend_bytes(const lmc_backend *b);
 size_t lmc_backend_peak_bytes(const lmc_backend *b);
+/* The model's weights as the backend holds them: bytes per (encoding, how
+ * held: "dense", "dequantized", "factors", "packed", "int8 kernel",
+ * "expansion scratch"). Returns the number of entries written (at most
+ * max); 0 when the backend does not report it (CPU). */
+#define LMC_MAX_WEIGHT_BYTES 16
+typedef struct lmc_weight_bytes {
+    char encoding[16], held[20];
+    double bytes;
+    int64_t tensors;
+} lmc_weight_bytes;
+int lmc_backend_weight_bytes(const lmc_backend *b, lmc_weight_bytes *out, int max);
 
 /* ---- evaluation (LMC_USE_EVAL) ---- */
 

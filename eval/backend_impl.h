@@ -29,6 +29,8 @@ typedef struct lmc_backend_ops {
     void (*close)(lmc_backend *b);
     size_t (*bytes)(const lmc_backend *b);
     size_t (*peak_bytes)(const lmc_backend *b);
+    /* lmc_backend_weight_bytes (may be NULL) */
+    int (*weight_bytes)(const lmc_backend *b, lmc_weight_bytes *out, int max);
     /* evaluation */
     int (*windows_per_call)(const lmc_backend *b, int seqlen);
     int (*windows_nll)(lmc_backend *b, const int32_t *ids, int nwin, int seqlen, double *nll,

@@ -23,6 +23,8 @@
 #include "../core/lowrank.h"
 #include "../core/fileio.h"
 #include "../core/half.h"
+#include "../core/int8.h"
+#include "../core/w8a8.h"
 #include "../core/model.h"
 #include "../eval/forward.h"
 #include "../eval/backend.h"
@@ -560,6 +562,70 @@ START_TEST(test_block)
 }
 END_TEST
 
+/* The int8 kernels against their CPU twins (the encodings' kernel_apply)
+ * on every slot of each tiny model at fp32, on the same inputs: W8A8, W8A8
+ * with smoothing scales (two quantization groups in the qkv slot),
+ * LLM.int8() (two outlier groups). The codes and int32 products are the
+ * same on both sides; what may differ is the last bit of the epilogue (FMA
+ * contraction) and the order of the outlier GEMM's fp32 sums. (Whole
+ * blocks are not compared this way: their quantizers' inputs differ in the
+ * last bit between the devices, and one code flipped by that moves a
+ * block's output by ~1e-4.) */
+static void reencode(lmc_model *m, int kind);
+START_TEST(test_slot_int8)
+{
+    if (!gpu())
+        return;
+    int ti = _i / 3, kind = 5 + _i % 3;
+    lmc_model *m = tiny_model(&TINY[ti], 40 + ti);
+    reencode(m, kind);
+    const lmc_config *c = &m->cfg;
+    lmc_error err;
+    int n = 150;
+    lmc_backend *cm;
+    ck_assert_msg(cuda_open(m, LMC_PREC_FP32, LMC_RESIDUAL_AUTO, 512, n, &cm, &err) == 0, "%s",
+                  err.msg);
+    lmc_slot_desc sl[LMC_SLOT_COUNT];
+    lmc_block_slots(c, sl);
+    double worst = 0;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int k = 0; k < LMC_SLOT_COUNT; k++) {
+            int N = 0, K = (int)sl[k].in;
+            for (int i = 0; i < sl[k].n; i++)
+                N += (int)sl[k].out[i];
+            lmc_test_rng_seed(300 + 7 * l + k);
+            float *x = rnd((size_t)n * K, 2.0, 0), *y = malloc(sizeof(float) * n * N);
+            float *ref = malloc(sizeof(float) * n * N), *part = malloc(sizeof(float) * n * N);
+            ck_assert_msg(lmc_cuda_slot_product(cm, l, k, x, n, y, &err) == 0, "%s", err.msg);
+            int o0 = 0;
+            for (int i = 0; i < sl[k].n; i++) {
+                lmc_tensor *t = lmc_model_block_tensor(m, l, sl[k].roles[i], "weight");
+                const lmc_enc_traits *tr = lmc_enc_get(t->enc.id);
+                ck_assert_ptr_nonnull(tr->kernel_apply);
+                void *st;
+                int64_t rows = t->shape[0];
+                ck_assert_msg(tr->kernel_prepare(&t->enc, t->data, rows, K, &st, &err) == 0,
+                              "%s", err.msg);
+                tr->kernel_apply(st, x, n, part, 0);
+                tr->kernel_free(st);
+                for (int tk = 0; tk < n; tk++)
+                    memcpy(ref + (size_t)tk * N + o0, part + (size_t)tk * rows,
+                           sizeof(float) * rows);
+                o0 += (int)rows;
+            }
+            double e = rel_err(y, ref, (size_t)n * N);
+            worst = e > worst ? e : worst;
+            ck_assert_msg(e <= 1e-6, "tiny #%d kind %d layer %d slot %d: rel err %g", ti, kind, l,
+                          k, e);
+            free(x), free(y), free(ref), free(part);
+        }
+    printf("int8 slots, tiny %s #%d, %s: worst rel err %.2e\n", lmc_arch_name(c->arch), ti,
+           kind == 5 ? "w8a8" : kind == 6 ? "w8a8 smoothed" : "llm.int8()", worst);
+    lmc_backend_close(cm);
+    lmc_model_free(m);
+}
+END_TEST
+
 /* Windows of a model: NLL per window and the logits of window 0, GPU in
  * precision p against the CPU evaluator. Returns the worst relative NLL
  * difference. */
@@ -648,9 +714,10 @@ static int64_t ppl_windows(void)
     return e && *e ? atoll(e) : 16;
 }
 
-/* Perplexity of m on ids: CPU evaluator, then the GPU in every mode. */
-static void ppl_agreement(const char *label, const lmc_model *m, const int32_t *ids, int64_t n,
-                          int seqlen)
+/* Perplexity of m on ids: CPU evaluator, then the GPU in every mode, each
+ * within its mode's tolerance or `floor`, the larger. */
+static void ppl_agreement_tol(const char *label, const lmc_model *m, const int32_t *ids,
+                              int64_t n, int seqlen, double floor)
 {
     lmc_error err;
     lmc_ppl_opts o = {seqlen, ppl_windows(), label, NULL, NULL};
@@ -672,11 +739,18 @@ static void ppl_agreement(const char *label, const lmc_model *m, const int32_t *
                rg.seconds, rg.tokens_per_second);
         ck_assert_int_eq(rg.windows, rc.windows);
         ck_assert_int_eq(rg.scored, rc.scored);
-        ck_assert_msg(fabs(d) <= MODES[i].ppl_tol, "%s %s, %s residual: ppl %.6f vs cpu %.6f",
+        double tol = MODES[i].ppl_tol > floor ? MODES[i].ppl_tol : floor;
+        ck_assert_msg(fabs(d) <= tol, "%s %s, %s residual: ppl %.6f vs cpu %.6f",
                       label, lmc_precision_name(lmc_backend_precision(cm)), mode_res(cm),
                       rg.ppl, rc.ppl);
         lmc_backend_close(cm);
     }
+}
+
+static void ppl_agreement(const char *label, const lmc_model *m, const int32_t *ids, int64_t n,
+                          int seqlen)
+{
+    ppl_agreement_tol(label, m, ids, n, seqlen, 0);
 }
 
 static lmc_model *load_shared(const char *name, int32_t **ids, int64_t *n)
@@ -744,10 +818,56 @@ static void set_lowrank(lmc_model *m, const lmc_tensor *t, const float *w, int64
     free(A), free(B);
 }
 
+/* Linear w [rows][cols] of t's name as W8A8 (smooth: with unfolded
+ * smoothing scales, different for k so that the qkv slot quantizes its
+ * input twice) or LLM.int8() (outlier columns by a rule of the role: k's
+ * differ, so that the slot has two outlier groups). */
+static void set_int8(lmc_model *m, const lmc_tensor *t, const char *role, float *w,
+                     int64_t rows, int64_t cols, int kind)
+{
+    lmc_error err;
+    lmc_tensor nt;
+    memset(&nt, 0, sizeof nt);
+    snprintf(nt.name, sizeof nt.name, "%s", t->name);
+    nt.ndim = 2;
+    nt.shape[0] = rows;
+    nt.shape[1] = cols;
+    uint8_t *blob;
+    int isk = !strcmp(role, "k");
+    if (kind == 2) {
+        int32_t *oi = malloc(sizeof(int32_t) * cols);
+        int no = 0;
+        for (int64_t c = 0; c < cols; c++)
+            if (isk ? c % 29 == 5 : c % 41 == 3)
+                oi[no++] = (int32_t)c;
+        ck_assert_msg(lmc_int8_encode(w, rows, cols, oi, no, 6.0f, &nt.enc, &blob, &nt.nbytes,
+                                      &err) == 0,
+                      "%s", err.msg);
+        free(oi);
+    } else {
+        float *sm = NULL;
+        if (kind == 1) {
+            sm = malloc(sizeof(float) * cols);
+            for (int64_t c = 0; c < cols; c++) {
+                sm[c] = 0.5f + 0.25f * (float)(c % 7) + (isk ? 0.125f : 0.0f);
+                for (int64_t r = 0; r < rows; r++)
+                    w[r * cols + c] *= sm[c];
+            }
+        }
+        ck_assert_msg(lmc_w8a8_encode(w, rows, cols, sm, &nt.enc, &blob, &nt.nbytes, &err) == 0,
+                      "%s", err.msg);
+        free(sm);
+    }
+    nt.data = nt.owned = blob;
+    ck_assert_msg(lmc_model_set_tensor(m, &nt, &err) == 0, "%s", err.msg);
+}
+
 /* llama-s with every block linear re-encoded in memory: RTN w4 g128 (qgroup,
  * GPTQ's encoding), 50% magnitude (sparse), 2:4 (N:M), low-rank factor pairs
- * (kept as factors on the device), and low-rank but for "up" (the gate|up
- * slot mixed, hence decoded to dense). */
+ * (kept as factors on the device), low-rank but for "up" (the gate|up slot
+ * mixed, hence decoded to dense), W8A8, W8A8 with smoothing scales,
+ * LLM.int8() (int8 products on the device), RTN w3 g128 with a scattered
+ * act-order g_idx (packed with g_idx). */
 static void reencode(lmc_model *m, int kind)
 {
     lmc_linear_desc ld[8];
@@ -760,13 +880,21 @@ static void reencode(lmc_model *m, int kind)
             float *w;
             ck_assert_msg(lmc_tensor_to_f32(t, &w, &err) == 0, "%s", err.msg);
             int64_t rows = t->shape[0], cols = t->shape[1];
-            if (kind >= 3) {
+            if (kind >= 5 && kind <= 7) {
+                set_int8(m, t, ld[k].role, w, rows, cols, kind - 5);
+            } else if (kind >= 3 && kind <= 4) {
                 if (kind == 3 || strcmp(ld[k].role, "up"))
                     set_lowrank(m, t, w, rows, cols);
-            } else if (kind == 0) {
+            } else if (kind == 0 || kind == 8) {
                 lmc_qresult q;
-                ck_assert_msg(lmc_rtn_quantize(w, rows, cols, 4, 128, 0, &q, NULL, &err) == 0,
+                ck_assert_msg(lmc_rtn_quantize(w, rows, cols, kind ? 3 : 4, 128, 0, &q, NULL,
+                                               &err) == 0,
                               "%s", err.msg);
+                if (kind == 8) { /* columns scattered over the groups, as act-order does */
+                    for (int64_t c = 0; c < cols; c++)
+                        q.g_idx[c] = (int32_t)((c * 7919) % q.ngroups);
+                    q.has_gidx = q.ngroups > 1;
+                }
                 ck_assert_msg(lmc_store_quantized(m, l, ld[k].role, &q, NULL, &err) == 0, "%s",
                               err.msg);
                 lmc_qresult_free(&q);
@@ -801,15 +929,79 @@ START_TEST(test_encoded_ppl)
     lmc_model *m = load_shared("llama-s", &ids, &n);
     if (!m)
         return;
-    const char *labels[5] = {"llama-s rtn w4 g128 (qgroup)", "llama-s magnitude 50% (sparse)",
-                             "llama-s magnitude 2:4 (nm)", "llama-s svd keep 0.5 (lowrank)",
-                             "llama-s svd keep 0.5 but up (lowrank + f16)"};
+    const char *labels[8] = {"llama-s rtn w4 g128 (qgroup, packed)",
+                             "llama-s magnitude 50% (sparse)", "llama-s magnitude 2:4 (nm)",
+                             "llama-s svd keep 0.5 (lowrank)",
+                             "llama-s svd keep 0.5 but up (lowrank + f16)", "llama-s w8a8",
+                             "llama-s w8a8 with smoothing scales", "llama-s llm.int8()"};
     reencode(m, _i);
     lmc_tensor *t = lmc_model_block_tensor(m, 0, "q", "weight");
-    static const lmc_enc_id ids_of[5] = {LMC_ENC_QGROUP, LMC_ENC_SPARSE, LMC_ENC_NM,
-                                         LMC_ENC_LOWRANK, LMC_ENC_LOWRANK};
+    static const lmc_enc_id ids_of[8] = {LMC_ENC_QGROUP,  LMC_ENC_SPARSE, LMC_ENC_NM,
+                                         LMC_ENC_LOWRANK, LMC_ENC_LOWRANK, LMC_ENC_W8A8,
+                                         LMC_ENC_W8A8,    LMC_ENC_INT8_OUTLIER};
     ck_assert_int_eq(t->enc.id, ids_of[_i]);
-    ppl_agreement(labels[_i], m, ids, n, 1024);
+    /* activation-quantized models (W8A8, LLM.int8()) cannot agree to 1e-4:
+     * their quantizers' inputs differ between the devices in the last bit,
+     * and that alone moves the ppl by ~3e-4. Measured with the CPU alone on
+     * a llama-s SmoothQuant container (16 windows): a 1-ulp change of half
+     * the W8A8 quantizer inputs moved the ppl from 65.01496 to 65.03404
+     * (2.9e-4). 1e-3 leaves room for that; test_slot_int8 checks the
+     * kernels themselves on identical inputs. */
+    ppl_agreement_tol(labels[_i], m, ids, n, 1024, _i >= 5 ? 1e-3 : 0);
+    free(ids);
+    lmc_model_free(m);
+}
+END_TEST
+
+/* Packed qgroup slots (expanded per GEMM on the device) against the same
+ * weights dequantized on the host at load (LMC_CUDA_PACKED=0): the device
+ * dequantizer rounds as the host's decode + upload, so the window NLLs are
+ * identical in every mode; W4 g128 and W3 g128 with a scattered g_idx. */
+START_TEST(test_packed_exact)
+{
+    if (!gpu())
+        return;
+    int32_t *ids;
+    int64_t n;
+    lmc_model *m = load_shared("llama-s", &ids, &n);
+    if (!m)
+        return;
+    reencode(m, _i ? 8 : 0);
+    lmc_tensor *t = lmc_model_block_tensor(m, 1, "down", "weight");
+    ck_assert_int_eq(t->enc.id, LMC_ENC_QGROUP);
+    ck_assert_int_eq(t->enc.has_gidx, _i);
+    int S = 1024, nwin = 4;
+    ck_assert(n >= (int64_t)S * nwin);
+    lmc_error err;
+    for (int ci = 0; ci < N_MODES; ci++) {
+        double nll[2][4];
+        size_t dev[2];
+        for (int packed = 0; packed < 2; packed++) {
+            setenv("LMC_CUDA_PACKED", packed ? "1" : "0", 1);
+            lmc_backend *cm;
+            ck_assert_msg(cuda_open(m, MODES[ci].p, MODES[ci].res, nwin * S, S, &cm, &err) == 0,
+                          "%s", err.msg);
+            ck_assert_msg(lmc_backend_windows_nll(cm, ids, nwin, S, nll[packed], &err) == 0,
+                          "%s", err.msg);
+            dev[packed] = lmc_backend_bytes(cm);
+            lmc_weight_bytes wb[LMC_MAX_WEIGHT_BYTES];
+            int nwb = lmc_backend_weight_bytes(cm, wb, LMC_MAX_WEIGHT_BYTES);
+            int seen = 0;
+            for (int i = 0; i < nwb; i++)
+                seen |= !strcmp(wb[i].encoding, "qgroup") &&
+                        !strcmp(wb[i].held, packed ? "packed" : "dequantized");
+            ck_assert_msg(seen, "no qgroup weights held %s", packed ? "packed" : "dequantized");
+            lmc_backend_close(cm);
+        }
+        unsetenv("LMC_CUDA_PACKED");
+        printf("llama-s w%d g128%s, %s: packed device bytes %.1f MB, decoded %.1f MB\n",
+               _i ? 3 : 4, _i ? " g_idx" : "", lmc_precision_name(MODES[ci].p), dev[1] / 1e6,
+               dev[0] / 1e6);
+        ck_assert(dev[1] < dev[0]);
+        for (int k = 0; k < nwin; k++)
+            ck_assert_msg(nll[0][k] == nll[1][k], "window %d: packed %.17g, decoded %.17g", k,
+                          nll[1][k], nll[0][k]);
+    }
     free(ids);
     lmc_model_free(m);
 }
@@ -871,6 +1063,44 @@ START_TEST(test_load_errors)
                       strstr(err.msg, "NaN") && strstr(err.msg, "[1, 1]"),
                   "%s", err.msg);
     lmc_model_free(m);
+    /* an int8 slot that mixes W8A8 with a dense linear */
+    m = tiny_model(&TINY[0], 34);
+    t = lmc_model_block_tensor(m, 0, "k", "weight");
+    ck_assert_msg(lmc_tensor_to_f32(t, &w, &err) == 0, "%s", err.msg);
+    set_int8(m, t, "k", w, t->shape[0], t->shape[1], 0);
+    free(w);
+    ck_assert_int_eq(
+        cuda_open(m, LMC_PREC_FP32, LMC_RESIDUAL_AUTO, 256, 64, &cm, &err), -1);
+    ck_assert_msg(strstr(err.msg, "blk.0.k.weight") && strstr(err.msg, "w8a8") &&
+                      strstr(err.msg, "--device cpu"),
+                  "%s", err.msg);
+    lmc_model_free(m);
+    /* a packed qgroup scale beyond what fp16 holds once dequantized */
+    m = tiny_model(&TINY[0], 35);
+    t = lmc_model_block_tensor(m, 1, "o", "weight");
+    ck_assert_msg(lmc_tensor_to_f32(t, &w, &err) == 0, "%s", err.msg);
+    {
+        lmc_qresult q;
+        ck_assert_msg(lmc_rtn_quantize(w, t->shape[0], t->shape[1], 4, 32, 0, &q, NULL, &err) ==
+                          0,
+                      "%s", err.msg);
+        q.scales[2] = 60000.0f; /* row 0, group 2 */
+        for (int c = 64; c < 96; c++)
+            q.codes[c] = 15, q.zeros[2] = 0;
+        ck_assert_msg(lmc_store_quantized(m, 1, "o", &q, NULL, &err) == 0, "%s", err.msg);
+        lmc_qresult_free(&q);
+    }
+    free(w);
+    ck_assert_int_eq(
+        cuda_open(m, LMC_PREC_FP16, LMC_RESIDUAL_AUTO, 256, 64, &cm, &err), -1);
+    ck_assert_msg(strstr(err.msg, "blk.1.o.weight") && strstr(err.msg, "overflows fp16") &&
+                      strstr(err.msg, "[0, 64]"),
+                  "%s", err.msg);
+    ck_assert_msg(
+        cuda_open(m, LMC_PREC_FP32, LMC_RESIDUAL_AUTO, 256, 64, &cm, &err) == 0, "%s",
+        err.msg);
+    lmc_backend_close(cm);
+    lmc_model_free(m);
     /* windows: too many tokens, a bad id */
     m = tiny_model(&TINY[2], 32);
     ck_assert_msg(
@@ -921,6 +1151,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_act);
     tcase_add_test(tc, test_row_nll);
     tcase_add_loop_test(tc, test_block, 0, N_TINY);
+    tcase_add_loop_test(tc, test_slot_int8, 0, 3 * N_TINY);
     tcase_add_loop_test(tc, test_tiny_windows, 0, N_TINY);
     tcase_add_test(tc, test_load_errors);
 #endif
@@ -930,7 +1161,8 @@ static Suite *suite(void)
     tcase_set_timeout(tm, 1800);
     tcase_add_test(tm, test_llama_xs);
     tcase_add_loop_test(tm, test_shared_ppl, 0, 3);
-    tcase_add_loop_test(tm, test_encoded_ppl, 0, 5);
+    tcase_add_loop_test(tm, test_encoded_ppl, 0, 8);
+    tcase_add_loop_test(tm, test_packed_exact, 0, 2);
     suite_add_tcase(s, tm);
 #endif
     return s;

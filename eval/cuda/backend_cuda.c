@@ -7,9 +7,10 @@
  * encoding has a dense view (f32/f16/bf16) go up as stored, low-rank
  * factor pairs stay factors when a whole slot is low-rank, every other
  * encoding (qgroup, sparse, N:M, ...) is decoded once at load through the
- * encoding table. Encodings with a CPU kernel of their own and no view
- * (W8A8, LLM.int8()) are refused: decoding them would skip their
- * activation quantization. Environment: LMC_CUDA_TOKENS (tokens per
+ * encoding table. Block slots of W8A8 or LLM.int8() linears run their
+ * integer products on the device and grouped integer (qgroup) slots stay
+ * packed, expanded just before their GEMM (qslot.cu, quant_slots.c).
+ * Environment: LMC_CUDA_TOKENS (tokens per
  * forward, default 16384); the knobs of docs/CUDA.md. */
 #include <math.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include "../weights.h"
 #include "dev.h"
 #include "backend_cuda.h"
+#include "quant_slots.h"
 #include "test_hooks.h"
 
 typedef struct lmc_cuda_model {
@@ -32,7 +34,29 @@ typedef struct lmc_cuda_model {
     lmc_precision prec;
     lmc_residual res; /* resolved: FP32 or HALF */
     int max_tokens;
+    int packed; /* qgroup slots stay packed (LMC_CUDA_PACKED=0: decoded at load) */
+    lmc_weight_bytes wb[LMC_MAX_WEIGHT_BYTES]; /* device weight bytes by encoding */
+    int nwb;
 } lmc_cuda_model;
+
+/* Adds bytes to the tally of (encoding, held). */
+static void tally(lmc_cuda_model *cm, lmc_enc_id e, const char *held, double bytes)
+{
+    const char *name = lmc_enc_get(e)->name;
+    int i = 0;
+    while (i < cm->nwb && (strcmp(cm->wb[i].encoding, name) || strcmp(cm->wb[i].held, held)))
+        i++;
+    if (i == cm->nwb) {
+        if (i == LMC_MAX_WEIGHT_BYTES)
+            return;
+        memset(&cm->wb[i], 0, sizeof cm->wb[i]);
+        snprintf(cm->wb[i].encoding, sizeof cm->wb[i].encoding, "%s", name);
+        snprintf(cm->wb[i].held, sizeof cm->wb[i].held, "%s", held);
+        cm->nwb++;
+    }
+    cm->wb[i].bytes += bytes;
+    cm->wb[i].tensors++;
+}
 
 static int64_t t_rows(const lmc_tensor *t) { return t->shape[0]; }
 static int64_t t_cols(const lmc_tensor *t) { return t->ndim == 2 ? t->shape[1] : 1; }
@@ -129,6 +153,8 @@ static int put_matrix(lmc_cuda_model *cm, const lmc_tensor *t, int which, int la
         src_type = LMC_CU_SRC_F32;
     }
     size_t n = (size_t)(t_rows(t) * t_cols(t));
+    tally(cm, t->enc.id, r == 1 && v.kind == LMC_VIEW_DENSE ? "dense" : "dequantized",
+          (double)n * (cm->prec == LMC_PREC_FP32 ? 4 : 2));
     int64_t bad;
     int rc = lmc_cu_upload(cm->cu, which, layer, off, src, src_type, n, &bad, err);
     if (rc == 0 && bad >= 0)
@@ -148,6 +174,8 @@ static int put_factors(lmc_cuda_model *cm, const lmc_tensor *t, const lmc_enc_vi
     uint8_t *a = calloc((size_t)rows * rp, es);
     if (!a)
         return lmc_fail(err, "out of memory");
+    tally(cm, t->enc.id, "factors",
+          (double)(rows * rp + (int64_t)r * cols) * (cm->prec == LMC_PREC_FP32 ? 4 : 2));
     for (int64_t i = 0; i < rows; i++)
         memcpy(a + (size_t)i * rp * es, (const uint8_t *)v->a + (size_t)i * r * es,
                (size_t)r * es);
@@ -221,13 +249,26 @@ static int load_slot(lmc_cuda_model *cm, const lmc_model *m, int layer, const lm
     }
     if (lowrank && lmc_cu_set_lowrank(cm->cu, slot_w[k], layer, s->n, ranks, err) < 0)
         return -1;
+    int qk = lowrank ? 0 : lmc_cuda_quant_kind(ts, s->n, cm->packed, err);
+    if (qk < 0)
+        return -1;
+    if (qk) {
+        double bytes;
+        if (lmc_cuda_put_quant(cm->cu, ts, s->n, slot_w[k], layer, qk,
+                               lmc_precision_name(cm->prec), &bytes, err) < 0)
+            return -1;
+        for (int i = 0; i < s->n; i++)
+            tally(cm, ts[i]->enc.id, qk == LMC_CU_Q_PACKED ? "packed" : "int8 kernel",
+                  bytes / s->n);
+    }
     int64_t row = 0;
     for (int i = 0; i < s->n; i++) {
         char bn[64];
         snprintf(bn, sizeof bn, "blk.%d.%s.bias", layer, s->roles[i]);
         const lmc_tensor *t = ts[i];
-        if (lowrank ? put_factors(cm, t, &views[i], slot_w[k], layer, i, err) < 0
-                    : put_matrix(cm, t, slot_w[k], layer, (size_t)(row * s->in), err) < 0)
+        if (qk ? 0
+               : lowrank ? put_factors(cm, t, &views[i], slot_w[k], layer, i, err) < 0
+                         : put_matrix(cm, t, slot_w[k], layer, (size_t)(row * s->in), err) < 0)
             return -1;
         /* a stored bias is used even when the config does not announce it */
         const lmc_tensor *bt = lmc_model_find(m, bn);
@@ -379,6 +420,8 @@ static int cuda_model_new(const lmc_model *m, lmc_precision prec, lmc_residual r
         max_tokens = seqlen_hint > def ? seqlen_hint : def;
     }
     cm->max_tokens = max_tokens;
+    const char *pk = getenv("LMC_CUDA_PACKED");
+    cm->packed = !(pk && !strcmp(pk, "0"));
     lmc_cu_dims d;
     dims_of(c, pos_rows, tied, &d);
     if (lmc_cu_new(&d, (int)cm->prec, cm->res == LMC_RESIDUAL_HALF, max_tokens, calib, &cm->cu,
@@ -455,6 +498,21 @@ static void cuda_close(lmc_backend *b) { cuda_model_free(cm_of(b)); }
 
 static size_t cuda_bytes(const lmc_backend *b) { return lmc_cu_bytes(cm_of(b)->cu); }
 static size_t cuda_peak(const lmc_backend *b) { return lmc_cu_peak_bytes(cm_of(b)->cu); }
+
+static int cuda_weight_bytes(const lmc_backend *b, lmc_weight_bytes *out, int max)
+{
+    const lmc_cuda_model *cm = cm_of(b);
+    int n = cm->nwb < max ? cm->nwb : max;
+    memcpy(out, cm->wb, (size_t)n * sizeof *out);
+    size_t sc = lmc_cu_expand_bytes(cm->cu);
+    if (sc && n < max) {
+        memset(&out[n], 0, sizeof out[n]);
+        snprintf(out[n].encoding, sizeof out[n].encoding, "qgroup");
+        snprintf(out[n].held, sizeof out[n].held, "expansion scratch");
+        out[n++].bytes = (double)sc;
+    }
+    return n;
+}
 
 static int cuda_windows_per_call(const lmc_backend *b, int seqlen)
 {
@@ -592,6 +650,7 @@ const lmc_backend_ops lmc_backend_cuda_ops = {
     .close = cuda_close,
     .bytes = cuda_bytes,
     .peak_bytes = cuda_peak,
+    .weight_bytes = cuda_weight_bytes,
     .windows_per_call = cuda_windows_per_call,
     .windows_nll = cuda_windows_nll,
     .logits = cuda_logits,
@@ -612,6 +671,16 @@ int lmc_cuda_forward_block(lmc_backend *b, int layer, float *x, int n, lmc_error
     if (n > cm->max_tokens || (cm->cfg.learned_pos && n > cm->cfg.max_pos))
         return lmc_fail(err, "block %d: %d tokens, too many", layer, n);
     return lmc_cu_forward_block(cm->cu, layer, x, n, err);
+}
+
+int lmc_cuda_slot_product(lmc_backend *b, int layer, int slot, const float *x, int n, float *y,
+                          lmc_error *err)
+{
+    lmc_cuda_model *cm = cm_of(b);
+    if (cm->prec != LMC_PREC_FP32 || slot < 0 || slot >= LMC_SLOT_COUNT || layer < 0 ||
+        layer >= cm->cfg.n_layers)
+        return lmc_fail(err, "slot product: fp32 and a slot of a block only");
+    return lmc_cu_test_qslot(cm->cu, slot_w[slot], layer, x, n, y, err);
 }
 
 /* ---- kernel tests ---- */

@@ -79,6 +79,33 @@ static inline int lmc_cu_rank_pad(int rank) { return (rank + 7) & ~7; }
  * lmc_cu_upload converts (same *bad). */
 int lmc_cu_upload_factor(lmc_cu *cu, int which, int layer, int part, int is_b, const void *src,
                          int src_type, size_t n, int64_t *bad, lmc_error *err);
+/* Slots whose weights stay compressed on the device (qslot.cu). */
+enum { LMC_CU_Q_W8A8 = 1, LMC_CU_Q_INT8 = 2, LMC_CU_Q_PACKED = 3 };
+typedef struct lmc_cu_qpart {
+    int rows; /* output rows of this linear (the slot's part) */
+    /* W8A8 and LLM.int8(): codes int8 [rows][cols] (LLM.int8(): 0 in the
+     * outlier columns), sw fp32 [rows] */
+    const int8_t *codes;
+    const float *sw;
+    const float *smooth; /* W8A8: fp32 [cols] or NULL */
+    const int32_t *oidx; /* LLM.int8(): [nout] ascending */
+    int nout;
+    const float *ow;     /* LLM.int8(): fp32 [rows][nout] */
+    /* packed (a qgroup blob of nbytes, core/qgroup.h) */
+    const uint8_t *blob;
+    size_t nbytes;
+    int bits, group, sym, has_gidx, ngroups;
+    size_t code_row_bytes, zero_row_bytes, off_scales, off_zeros, off_gidx;
+} lmc_cu_qpart;
+/* Slot `which` of `layer` as `kind` from its nparts linears (slot order, as
+ * lmc_cu_set_lowrank); call before any upload to the slot. *bad_part: the
+ * part with a value that is not finite in the compute type (-1: none), at
+ * element *bad of it (LLM.int8(): of ow; packed: of the dequantized
+ * [rows][cols] matrix). */
+int lmc_cu_set_quant(lmc_cu *cu, int which, int layer, int kind, int nparts,
+                     const lmc_cu_qpart *parts, int *bad_part, int64_t *bad, lmc_error *err);
+/* Bytes of the scratch matrix packed slots are expanded into. */
+size_t lmc_cu_expand_bytes(const lmc_cu *cu);
 /* n fp32 values into vector `which` of `layer` at offset off (the vector has
  * its full length, see lmc_cu_vec_len, zeros where nothing was uploaded). */
 int lmc_cu_upload_vec(lmc_cu *cu, int which, int layer, size_t off, const float *src, size_t n,
@@ -98,6 +125,10 @@ int lmc_cu_forward_logits(lmc_cu *cu, const int32_t *ids, int n, float *logits, 
 /* One block in place on host x[n][H] (one window), pending biases applied. */
 int lmc_cu_forward_block(lmc_cu *cu, int layer, float *x, int n, lmc_error *err);
 
+/* The quantized slot `which` of `layer` on host x[n][K] -> y[n][N] (fp32
+ * models; test_hooks.h). */
+int lmc_cu_test_qslot(lmc_cu *cu, int which, int layer, const float *x, int n, float *y,
+                      lmc_error *err);
 /* Kernel tests on host arrays, see forward_cuda.h. */
 int lmc_cu_test_norm(const float *x, const float *badd, float *xo, float *y, int n, int H,
                      const float *w, const float *b, int rms, double eps, int prec,

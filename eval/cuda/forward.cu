@@ -27,8 +27,8 @@ template <typename T, typename R> static int run_embed(lmc_cu *cu, int n, int S,
     return 0;
 }
 
-/* Y (=|+=) X . W^T for block slot `which` (N outputs, K inputs): one GEMM on
- * the dense matrix, or x . B^T for every factor pair at once into lr_tmp
+/* Y (=|+=) X . W^T for block slot `which` (N outputs, K inputs): a
+ * quantized slot's products (qslot.cu), one GEMM on the dense matrix, or x . B^T for every factor pair at once into lr_tmp
  * (rounded to the weight type) and then one GEMM per part into its columns
  * of Y. */
 template <typename T>
@@ -36,6 +36,9 @@ static int slot_gemm(lmc_cu *cu, const dblock &b, int which, const void *X, void
                      int N, int K, cudaDataType tout, float beta, lmc_error *err)
 {
     cudaDataType dt = dtype_of<T>();
+    const dquant &q = b.q[which - LMC_CU_QKV];
+    if (q.kind)
+        return qslot_gemm(cu, q, X, Y, n, N, K, tout, beta, err);
     const dfactors &f = b.lr[which - LMC_CU_QKV];
     if (!f.nparts) {
         const void *W = which == LMC_CU_QKV ? b.wqkv

@@ -64,6 +64,23 @@ int lmc_gemm_run(lmc_gemm *g, const void *X, const void *W, void *Y, int M, int 
     return lmc_gemm_run_ld(g, X, K, W, K, Y, N, M, N, K, tin, tout, beta, err);
 }
 
+int lmc_gemm_run_i8(lmc_gemm *g, const int8_t *X, int ldx, const int8_t *W, int ldw, int32_t *C,
+                    int ldc, int M, int N, int K, lmc_error *err)
+{
+    int32_t alpha = 1, beta = 0;
+    /* integer products are exact: the fp32 engine's pedantic mode must not
+     * keep them off the tensor cores */
+    if (g->pedantic)
+        BLAS_OK(cublasSetMathMode(g->h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    cublasStatus_t s = cublasGemmEx(g->h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, CUDA_R_8I,
+                                    ldw, X, CUDA_R_8I, ldx, &beta, C, CUDA_R_32I, ldc,
+                                    CUBLAS_COMPUTE_32I, CUBLAS_GEMM_DEFAULT);
+    if (g->pedantic)
+        BLAS_OK(cublasSetMathMode(g->h, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
+    BLAS_OK(s, "GemmEx (int8)");
+    return 0;
+}
+
 int lmc_gemm_xtx(lmc_gemm *g, const void *X, int n, int d, cudaDataType tin, float *H,
                  lmc_error *err)
 {

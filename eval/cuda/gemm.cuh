@@ -10,6 +10,7 @@
 
 #include <cuda_runtime.h>
 #include <library_types.h>
+#include <stdint.h>
 
 extern "C" { /* error.h is C */
 #include "../../core/error.h"
@@ -28,6 +29,11 @@ int lmc_gemm_run(lmc_gemm *g, const void *X, const void *W, void *Y, int M, int 
 int lmc_gemm_run_ld(lmc_gemm *g, const void *X, int ldx, const void *W, int ldw, void *Y,
                     int ldy, int M, int N, int K, cudaDataType tin, cudaDataType tout,
                     float beta, lmc_error *err);
+
+/* C[M][N] = X[M][K] . W[N][K]^T in int32 for int8 X and W (row strides
+ * ldx, ldw multiples of 4; exact integer arithmetic, so no pedantic mode). */
+int lmc_gemm_run_i8(lmc_gemm *g, const int8_t *X, int ldx, const int8_t *W, int ldw, int32_t *C,
+                    int ldc, int M, int N, int K, lmc_error *err);
 
 /* H[d][d] += X^T X for X[n][d] row-major (statistics: fp32 accumulation,
  * tensor cores for 16-bit X, pedantic fp32 otherwise). */

@@ -179,6 +179,8 @@ extern "C" int lmc_cu_upload(lmc_cu *cu, int which, int layer, size_t off, const
     void **slot = mat_slot(cu, which, layer);
     if (lay && cu->blk[layer].lr[which - LMC_CU_QKV].nparts)
         return lmc_fail(err, "upload: matrix %d of block %d is held as factors", which, layer);
+    if (lay && cu->blk[layer].q[which - LMC_CU_QKV].kind)
+        return lmc_fail(err, "upload: matrix %d of block %d is held quantized", which, layer);
     if (!*slot) { /* block matrices: allocated on their first upload */
         char what[64];
         snprintf(what, sizeof what, "block %d weights", layer);
@@ -189,7 +191,7 @@ extern "C" int lmc_cu_upload(lmc_cu *cu, int which, int layer, size_t off, const
 }
 
 /* The parts of a block slot: their output sizes and the input size. */
-static int slot_parts(const lmc_cu_dims *d, int which, int out[3], int *in)
+int slot_parts(const lmc_cu_dims *d, int which, int out[3], int *in)
 {
     switch (which) {
     case LMC_CU_QKV:
@@ -214,7 +216,7 @@ extern "C" int lmc_cu_set_lowrank(lmc_cu *cu, int which, int layer, int nparts, 
                         nparts);
     dblock &b = cu->blk[layer];
     dfactors &f = b.lr[which - LMC_CU_QKV];
-    if (*mat_slot(cu, which, layer) || f.nparts)
+    if (*mat_slot(cu, which, layer) || f.nparts || b.q[which - LMC_CU_QKV].kind)
         return lmc_fail(err, "low-rank slot: matrix %d of block %d already has weights", which,
                         layer);
     char what[64];
@@ -338,6 +340,8 @@ extern "C" void lmc_cu_release_blocks(lmc_cu *cu)
         dfree(cu, b.wdown);
         for (dfactors &f : b.lr)
             free_factors(cu, f);
+        for (dquant &q : b.q)
+            qslot_free(cu, q);
         for (float *&v : b.v)
             dfree(cu, v);
         memset(&b, 0, sizeof b);

@@ -8,6 +8,7 @@
 
 #include "common.cuh"
 #include "gemm.cuh"
+#include "qslot.cuh"
 
 /* A block matrix slot kept as low-rank factor pairs (nparts 0: dense). Part
  * p gives output columns [o_p, o_p + out[p]) as (x . B_p^T) . A_p^T; the
@@ -24,6 +25,7 @@ struct dfactors {
 struct dblock {
     void *wqkv, *wo, *wgu, *wdown; /* weight type; NULL where the slot is low-rank */
     dfactors lr[4];                /* by LMC_CU_QKV .. LMC_CU_DOWN */
+    dquant q[4];                   /* by LMC_CU_QKV .. LMC_CU_DOWN; kind 0: not quantized */
     float *v[LMC_CU_DOWN_B + 1];   /* per-layer fp32 vectors by LMC_CU_* id, NULL when absent */
 };
 
@@ -57,6 +59,16 @@ struct lmc_cu {
     int32_t *ids, *tgt;
     void *lr_tmp; /* x . B^T of a low-rank slot: [max_tokens][lr_cap] */
     int lr_cap;
+    /* quantized slots' scratch (qslot.cu), grown when a slot is set: int8
+     * activations [q_chunk][q_kp] and their scales, the int32 products
+     * [q_chunk][q_n], gathered outlier inputs [q_chunk][q_nout], the
+     * expanded packed weights [q_wcap elements] */
+    int8_t *q_xq;
+    float *q_sx;
+    int32_t *q_acc;
+    void *q_xo, *q_w;
+    int q_chunk, q_kp, q_n, q_nout;
+    size_t q_wcap;
     /* uploads */
     void *staging;
     size_t staging_bytes;
@@ -106,6 +118,9 @@ typedef struct lmc_cu_observer {
  * down bias the block's output still owes (NULL: none). forward.cu. */
 int run_block_obs(lmc_cu *cu, int l, int n, int S, const float **pending,
                   const lmc_cu_observer *obs, lmc_error *err);
+/* The parts of a block slot (QKV: 3, GU: 2 or 1, O and DOWN: 1): their
+ * output sizes and the input size. */
+int slot_parts(const lmc_cu_dims *d, int which, int out[3], int *in);
 /* Releases calib.cu's state (lmc_cu_free). */
 void calib_state_free(lmc_cu *cu);
 /* The staging buffer holds at least `bytes`. */

@@ -15,6 +15,14 @@
  * evaluation backend opened on CUDA. */
 int lmc_cuda_forward_block(lmc_backend *b, int layer, float *x, int n, lmc_error *err);
 
+/* y[n][N] = x[n][K] . W^T for block slot `slot` (lmc_block_slots order:
+ * qkv, o, gate|up, down) of `layer` of an evaluation backend opened on CUDA
+ * at fp32, when the slot is held quantized (W8A8, LLM.int8(), packed): x
+ * goes up exactly, so the int8 kernels quantize the same inputs as the CPU
+ * twins do. */
+int lmc_cuda_slot_product(lmc_backend *b, int layer, int slot, const float *x, int n, float *y,
+                          lmc_error *err);
+
 /* xo = x + badd (badd may be NULL), y = norm(xo) as lmc_op_norm. */
 int lmc_cuda_test_norm(const float *x, const float *badd, float *xo, float *y, int n, int H,
                        const float *w, const float *b, int rms, double eps, lmc_precision p,

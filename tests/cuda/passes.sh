@@ -3,8 +3,9 @@
 # GPU and ../shared, else exit 77): the perplexity of the --device cuda
 # container within 0.1% of the --device cpu container's, on llama-s, opt-s
 # and gpt2-s at the references' pass settings. Both containers are evaluated
-# the same way: on the GPU at fp32 (1e-7 from the CPU evaluator), on the CPU
-# for W8A8 / LLM.int8() (no GPU kernel for them yet).
+# the same way: on the GPU at fp32 (1e-7 from the CPU evaluator; W8A8 and
+# LLM.int8() through their int8 kernels, tests/cuda/encodings.sh checks those
+# against the CPU evaluator).
 # Settings whose result moves with the last bit of the Hessian get 0.5%:
 # 2-bit GPTQ, N:M and joint sparse+quantized SparseGPT. Measured on llama-s,
 # 2-bit g64, 32 windows: the CPU result itself moves 0.25% when H is
@@ -45,22 +46,12 @@ for m in $MODELS; do
             case " $LMC_PASSES_ONLY " in *" ${c%% *} "*) ;; *) continue ;; esac
         fi
         ev=cuda tol=$TOL
-        case $c in smoothquant*|int8*) ev=cpu ;; esac
         case $c in *"--bits 2"*|*"--nm"*|"sparsegpt"*"--bits"*) tol=${LMC_PASSES_TOL_SENSITIVE:-0.005} ;; esac
         t0=$(date +%s.%N)
         $LMC $c "$S/models/$m" -o "$tmp/cpu.lmc" --calib data/calib.txt --nsamples "$N" \
             --seqlen 1024 --device cpu -q >/dev/null 2>"$tmp/err" ||
             { echo "FAIL: $m $c on the CPU: $(tail -1 "$tmp/err")"; fails=$((fails + 1)); continue; }
         t1=$(date +%s.%N)
-        if [ "$c" = int8 ]; then
-            # LLM.int8()'s block cannot run on the GPU yet (no int8 kernel), so
-            # the calibration forward refuses it: one line, exit 1, no output
-            expect 1 "encoding int8 has no CUDA kernel yet" $LMC $c "$S/models/$m" \
-                -o "$tmp/gpu.lmc" --nsamples "$N" --seqlen 1024 --device cuda -q
-            [ ! -e "$tmp/gpu.lmc" ] || fail "int8 on the GPU left $tmp/gpu.lmc"
-            printf '%-8s %-40s %12s\n' "$m" "$c" "refused on the GPU (no int8 kernel)"
-            continue
-        fi
         $LMC $c "$S/models/$m" -o "$tmp/gpu.lmc" --calib data/calib.txt --nsamples "$N" \
             --seqlen 1024 --device cuda -q >/dev/null 2>"$tmp/err" ||
             { echo "FAIL: $m $c on the GPU: $(tail -1 "$tmp/err")"; fails=$((fails + 1)); continue; }

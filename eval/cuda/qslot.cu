@@ -1,0 +1,498 @@
+/* Quantized block slots on the device (see qslot.cuh), the GPU twins of the
+ * CPU kernels of core/enc_w8a8.c (W8A8) and core/enc_int8.c (LLM.int8()):
+ * the same per-token activation quantizer (rint, clamp to +-127), the same
+ * exact int32 products (cuBLAS int8 GEMM) and the same fp32 epilogue
+ * expression, so that at --precision fp32 only the order of the outlier
+ * GEMM's fp32 sums differs from the CPU. Packed qgroup weights are expanded
+ * with lmc_qgroup_dequant's expression, rounded to the compute type exactly
+ * as a dequantize-at-load upload rounds them. */
+#include "model.cuh"
+
+#include <float.h>
+
+/* ---------------------------------------------------------------- kernels */
+
+/* W8A8 activations: one block per token; q[t][kp] int8 (zeros from K),
+ * sx[t] = max(absmax, 1e-5) / 127 (NaN when the row is not finite). */
+template <typename T>
+__global__ void k_quant_w8a8(const T *x, int K, int kp, const float *smooth, int8_t *q,
+                             float *sx)
+{
+    __shared__ float red[32];
+    const T *xt = x + (size_t)blockIdx.x * K;
+    int8_t *qt = q + (size_t)blockIdx.x * kp;
+    float m = 0.0f;
+    int bad = 0;
+    for (int c = threadIdx.x; c < K; c += blockDim.x) {
+        float v = tof(xt[c]);
+        if (smooth)
+            v = v / smooth[c];
+        float a = fabsf(v);
+        bad |= !isfinite(a);
+        m = a > m ? a : m;
+    }
+    bad = __syncthreads_or(bad);
+    m = block_max(m, red);
+    if (m < 1e-5f)
+        m = 1e-5f;
+    float s = m / 127.0f;
+    for (int c = threadIdx.x; c < kp; c += blockDim.x) {
+        float r = 0.0f;
+        if (c < K) {
+            float v = tof(xt[c]);
+            if (smooth)
+                v = v / smooth[c];
+            r = rintf(v / s);
+            r = r > 127.0f ? 127.0f : r;
+            r = r < -127.0f ? -127.0f : r;
+            r = r == r ? r : 0.0f;
+        }
+        qt[c] = (int8_t)r;
+    }
+    if (threadIdx.x == 0)
+        sx[blockIdx.x] = bad ? NAN : s;
+}
+
+/* LLM.int8() activations: absmax over the non-outlier columns, codes
+ * rint(x * 127 / absmax) with 0 in the outlier columns, sx = absmax / 127. */
+template <typename T>
+__global__ void k_quant_int8(const T *x, int K, int kp, const uint8_t *is_out, int8_t *q,
+                             float *sx)
+{
+    __shared__ float red[32];
+    const T *xt = x + (size_t)blockIdx.x * K;
+    int8_t *qt = q + (size_t)blockIdx.x * kp;
+    float am = 0.0f;
+    int bad = 0;
+    for (int c = threadIdx.x; c < K; c += blockDim.x) {
+        float a = fabsf(tof(xt[c]));
+        bad |= !(a <= FLT_MAX);
+        if (!is_out[c] && a > am)
+            am = a;
+    }
+    bad = __syncthreads_or(bad);
+    am = block_max(am, red);
+    float sc = bad ? NAN : am / 127.0f;
+    if (bad)
+        am = 0.0f;
+    float inv = am > 0 ? 127.0f / am : 0.0f;
+    for (int c = threadIdx.x; c < kp; c += blockDim.x) {
+        float r = 0.0f;
+        if (c < K && !is_out[c]) {
+            r = rintf(tof(xt[c]) * inv);
+            r = r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r;
+            r = r == r ? r : 0.0f;
+        }
+        qt[c] = (int8_t)r;
+    }
+    if (threadIdx.x == 0)
+        sx[blockIdx.x] = sc;
+}
+
+/* xo[t][j] = x[t][oidx[j]] */
+template <typename T>
+__global__ void k_gather(const T *x, int K, const int *oidx, int nout, T *xo, int n)
+{
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= (size_t)n * nout)
+        return;
+    size_t t = i / nout, j = i % nout;
+    xo[i] = x[t * K + oidx[j]];
+}
+
+/* y[t][c0 + r] (=|+=) the rescaled int32 product, in the CPU kernels'
+ * expression order: W8A8 (acc * sw) * sx, LLM.int8() (sx * sw) * acc. */
+template <typename Y>
+__global__ void k_i8_epilogue(const int32_t *acc, int ld, const float *sw, const float *sx,
+                              Y *y, int c0, int rows, int n, int int8_order, int accumulate)
+{
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= (size_t)n * rows)
+        return;
+    size_t t = i / rows, r = c0 + i % rows;
+    size_t o = t * ld + r;
+    float a = (float)acc[o];
+    float v = int8_order ? (sx[t] * sw[r]) * a : (a * sw[r]) * sx[t];
+    y[o] = fromf<Y>(accumulate ? tof(y[o]) + v : v);
+}
+
+/* w[r][c] = scale[r][g] * (code[r][c] - zero[r][g]) of a qgroup blob,
+ * rounded to T; bad <- the first index not finite in T. */
+__device__ __forceinline__ int bits_at(const uint8_t *row, size_t row_bytes, int64_t i, int bits)
+{
+    int64_t bit = i * bits;
+    size_t byte = (size_t)(bit >> 3);
+    unsigned v = row[byte];
+    if (byte + 1 < row_bytes)
+        v |= (unsigned)row[byte + 1] << 8;
+    return (int)((v >> (bit & 7)) & ((1u << bits) - 1));
+}
+
+template <typename T>
+__global__ void k_dequant(const uint8_t *blob, int rows, int K, int bits, int group, int sym,
+                          int has_gidx, int ngroups, size_t crb, size_t zrb, size_t off_scales,
+                          size_t off_zeros, size_t off_gidx, T *w, unsigned long long *bad)
+{
+    size_t n = (size_t)rows * K;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int r = (int)(i / K), c = (int)(i % K);
+        int g = has_gidx ? ((const int32_t *)(blob + off_gidx))[c] : group > 0 ? c / group : 0;
+        int code = bits_at(blob + (size_t)r * crb, crb, c, bits);
+        int zero = sym ? 1 << (bits - 1) : bits_at(blob + off_zeros + (size_t)r * zrb, zrb, g, bits);
+        float s = __half2float(((const __half *)(blob + off_scales))[(size_t)r * ngroups + g]);
+        T o = fromf<T>(s * (float)(code - zero)); /* lmc_qgroup_dequant */
+        w[i] = o;
+        if (bad && !isfinite(tof(o)))
+            atomicMin(bad, (unsigned long long)i);
+    }
+}
+
+/* ---------------------------------------------------------------- products */
+
+template <typename T, typename Y>
+static int i8_gemm(lmc_cu *cu, const dquant &q, const T *X, Y *Y_, int n, int N, int K,
+                   int accumulate, lmc_error *err)
+{
+    cudaDataType dt = dtype_of<T>();
+    int int8 = q.kind == LMC_CU_Q_INT8;
+    for (int t0 = 0; t0 < n; t0 += cu->q_chunk) {
+        int nt = std::min(cu->q_chunk, n - t0);
+        const T *xc = X + (size_t)t0 * K;
+        Y *yc = Y_ + (size_t)t0 * N;
+        for (int pi = 0; pi < q.nparts; pi++) {
+            const dqpart &p = q.p[pi];
+            if (p.lead != pi)
+                continue;
+            if (int8)
+                k_quant_int8<T><<<nt, 256, 0, cu->st>>>(xc, K, q.kp, p.is_out, cu->q_xq,
+                                                        cu->q_sx);
+            else
+                k_quant_w8a8<T><<<nt, 256, 0, cu->st>>>(xc, K, q.kp, p.smooth, cu->q_xq,
+                                                        cu->q_sx);
+            LAUNCH_OK("int8 activation quantization");
+            if (lmc_gemm_run_i8(cu->gemm, cu->q_xq, q.kp, q.codes + (size_t)p.row0 * q.kp, q.kp,
+                                cu->q_acc + p.row0, N, nt, p.grows, q.kp, err) < 0)
+                return -1;
+            size_t ne = (size_t)nt * p.grows;
+            k_i8_epilogue<Y><<<(unsigned)((ne + 255) / 256), 256, 0, cu->st>>>(
+                cu->q_acc, N, q.sw, cu->q_sx, yc, p.row0, p.grows, nt, int8, accumulate);
+            LAUNCH_OK("int8 epilogue");
+            if (int8 && p.nout) {
+                size_t no = (size_t)nt * p.nout;
+                k_gather<T><<<(unsigned)((no + 255) / 256), 256, 0, cu->st>>>(
+                    xc, K, p.oidx, p.nout, (T *)cu->q_xo, nt);
+                LAUNCH_OK("outlier gather");
+                /* the group's rows are consecutive, their ow too (same nout) */
+                if (lmc_gemm_run_ld(cu->gemm, cu->q_xo, p.nout, p.ow, p.nout, yc + p.row0, N,
+                                    nt, p.grows, p.nout, dt, dtype_of<Y>(), 1.0f, err) < 0)
+                    return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+template <typename T>
+static int packed_gemm(lmc_cu *cu, const dquant &q, const void *X, void *Y, int n, int N, int K,
+                       cudaDataType tout, float beta, lmc_error *err)
+{
+    for (int pi = 0; pi < q.nparts; pi++) {
+        const dqpart &p = q.p[pi];
+        size_t ne = (size_t)p.rows * K;
+        k_dequant<T><<<grid_for(ne), 256, 0, cu->st>>>(
+            p.blob, p.rows, K, p.bits, p.group, p.sym, p.has_gidx, p.ngroups, p.crb, p.zrb,
+            p.off_scales, p.off_zeros, p.off_gidx, (T *)cu->q_w + (size_t)p.row0 * K, NULL);
+        LAUNCH_OK("dequantization kernel");
+    }
+    return lmc_gemm_run(cu->gemm, X, cu->q_w, Y, n, N, K, dtype_of<T>(), tout, beta, err);
+}
+
+template <typename T>
+static int qgemm_t(lmc_cu *cu, const dquant &q, const void *X, void *Y, int n, int N, int K,
+                   cudaDataType tout, float beta, lmc_error *err)
+{
+    if (q.kind == LMC_CU_Q_PACKED)
+        return packed_gemm<T>(cu, q, X, Y, n, N, K, tout, beta, err);
+    int acc = beta != 0.0f;
+    if (tout == CUDA_R_32F)
+        return i8_gemm<T, float>(cu, q, (const T *)X, (float *)Y, n, N, K, acc, err);
+    return i8_gemm<T, T>(cu, q, (const T *)X, (T *)Y, n, N, K, acc, err);
+}
+
+int qslot_gemm(lmc_cu *cu, const dquant &q, const void *X, void *Y, int n, int N, int K,
+               cudaDataType tout, float beta, lmc_error *err)
+{
+    return DISPATCH(cu->prec, qgemm_t, cu, q, X, Y, n, N, K, tout, beta, err);
+}
+
+/* ---------------------------------------------------------------- set-up */
+
+void qslot_free(lmc_cu *cu, dquant &q)
+{
+    dfree(cu, q.codes);
+    dfree(cu, q.sw);
+    for (int i = 0; i < q.nparts; i++) {
+        dqpart &p = q.p[i];
+        dfree(cu, p.smooth);
+        dfree(cu, p.is_out);
+        dfree(cu, p.oidx);
+        dfree(cu, p.ow);
+        dfree(cu, p.blob);
+    }
+    memset(&q, 0, sizeof q);
+}
+
+/* *p holds at least `bytes` (a scratch buffer; contents not kept). */
+static int grow(lmc_cu *cu, void **p, size_t *cap, size_t bytes, const char *what,
+                lmc_error *err)
+{
+    if (bytes <= *cap)
+        return 0;
+    dfree(cu, *p);
+    *p = NULL;
+    *cap = 0;
+    if (dalloc(cu, p, bytes, what, err) < 0)
+        return -1;
+    *cap = bytes;
+    return 0;
+}
+
+static int up(lmc_cu *cu, void **d, const void *h, size_t bytes, const char *what,
+              lmc_error *err)
+{
+    if (dalloc(cu, d, bytes, what, err) < 0)
+        return -1;
+    CUDA_OK(cudaMemcpy(*d, h, bytes, cudaMemcpyHostToDevice), what);
+    return 0;
+}
+
+/* Same activation quantization: equal smoothing (W8A8) or outlier columns. */
+static bool same_quant(int kind, const lmc_cu_qpart &a, const lmc_cu_qpart &b, int K)
+{
+    if (kind == LMC_CU_Q_W8A8)
+        return (!a.smooth && !b.smooth) ||
+               (a.smooth && b.smooth && !memcmp(a.smooth, b.smooth, (size_t)K * 4));
+    return a.nout == b.nout && !memcmp(a.oidx, b.oidx, (size_t)a.nout * 4);
+}
+
+/* The scratch every int8 slot shares, sized for this one. */
+static int int8_scratch(lmc_cu *cu, int N, int kp, int nout, lmc_error *err)
+{
+    if (!cu->q_chunk) {
+        /* tokens per int8 product: the int32 products of the widest slot
+         * in about 256 MB */
+        const lmc_cu_dims *d = &cu->d;
+        int wide = std::max({qdim(d) + 2 * kvdim(d), d->ffn * (d->gated ? 2 : 1), d->hidden});
+        size_t c = ((size_t)256 << 20) / ((size_t)wide * 4);
+        cu->q_chunk = (int)std::max((size_t)64, std::min(c, (size_t)cu->max_tokens));
+    }
+    size_t T = (size_t)cu->q_chunk;
+    if (kp > cu->q_kp) {
+        size_t c1 = 0, c2 = 0;
+        dfree(cu, cu->q_xq);
+        dfree(cu, cu->q_sx);
+        cu->q_xq = NULL, cu->q_sx = NULL, cu->q_kp = 0;
+        if (grow(cu, (void **)&cu->q_xq, &c1, T * kp, "int8 activations", err) < 0 ||
+            grow(cu, (void **)&cu->q_sx, &c2, T * 4, "int8 activations", err) < 0)
+            return -1;
+        cu->q_kp = kp;
+    }
+    if (N > cu->q_n) {
+        size_t c = 0;
+        dfree(cu, cu->q_acc);
+        cu->q_acc = NULL, cu->q_n = 0;
+        if (grow(cu, (void **)&cu->q_acc, &c, T * N * 4, "int8 products", err) < 0)
+            return -1;
+        cu->q_n = N;
+    }
+    if (nout > cu->q_nout) {
+        size_t c = 0;
+        dfree(cu, cu->q_xo);
+        cu->q_xo = NULL, cu->q_nout = 0;
+        if (grow(cu, &cu->q_xo, &c, T * nout * cu->es, "outlier activations", err) < 0)
+            return -1;
+        cu->q_nout = nout;
+    }
+    return 0;
+}
+
+/* Expands part p into the scratch to check it: *bad as k_dequant's. */
+static int packed_check(lmc_cu *cu, const dqpart &p, int K, int64_t *bad, lmc_error *err)
+{
+    unsigned long long none = ~0ull, b;
+    CUDA_OK(cudaMemcpy(cu->bad, &none, sizeof none, cudaMemcpyHostToDevice), "dequantization");
+    size_t ne = (size_t)p.rows * K;
+#define DQ(T)                                                                                 \
+    k_dequant<T><<<grid_for(ne), 256>>>(p.blob, p.rows, K, p.bits, p.group, p.sym, p.has_gidx, \
+                                        p.ngroups, p.crb, p.zrb, p.off_scales, p.off_zeros,    \
+                                        p.off_gidx, (T *)cu->q_w, cu->bad)
+    if (cu->prec == PREC_FP32)
+        DQ(float);
+    else if (cu->prec == PREC_FP16)
+        DQ(f16);
+    else
+        DQ(bf16);
+#undef DQ
+    LAUNCH_OK("dequantization kernel");
+    CUDA_OK(cudaMemcpy(&b, cu->bad, sizeof b, cudaMemcpyDeviceToHost), "dequantization");
+    *bad = b == none ? -1 : (int64_t)b;
+    return 0;
+}
+
+extern "C" int lmc_cu_set_quant(lmc_cu *cu, int which, int layer, int kind, int nparts,
+                                const lmc_cu_qpart *parts, int *bad_part, int64_t *bad,
+                                lmc_error *err)
+{
+    *bad_part = -1;
+    *bad = -1;
+    const lmc_cu_dims *d = &cu->d;
+    int out[3], K;
+    if (which < LMC_CU_QKV || which > LMC_CU_DOWN || layer < 0 || layer >= d->n_layers ||
+        nparts != slot_parts(d, which, out, &K) || kind < LMC_CU_Q_W8A8 ||
+        kind > LMC_CU_Q_PACKED)
+        return lmc_fail(err, "quantized slot: bad matrix %d / layer %d / %d parts / kind %d",
+                        which, layer, nparts, kind);
+    dblock &b = cu->blk[layer];
+    dquant &q = b.q[which - LMC_CU_QKV];
+    void *dense = which == LMC_CU_QKV ? b.wqkv
+                  : which == LMC_CU_O ? b.wo
+                  : which == LMC_CU_GU ? b.wgu
+                                       : b.wdown;
+    if (dense || b.lr[which - LMC_CU_QKV].nparts || q.kind)
+        return lmc_fail(err, "quantized slot: matrix %d of block %d already has weights", which,
+                        layer);
+    int N = 0;
+    for (int i = 0; i < nparts; i++) {
+        if (parts[i].rows != out[i])
+            return lmc_fail(err, "quantized slot: part %d has %d rows, expected %d", i,
+                            parts[i].rows, out[i]);
+        N += out[i];
+    }
+    char what[64];
+    snprintf(what, sizeof what, "block %d quantized weights", layer);
+    q.kind = kind;
+    q.nparts = nparts;
+    q.N = N;
+    q.K = K;
+    if (kind == LMC_CU_Q_PACKED) {
+        int row0 = 0;
+        for (int i = 0; i < nparts; i++) {
+            const lmc_cu_qpart &h = parts[i];
+            dqpart &p = q.p[i];
+            p.row0 = row0, p.rows = h.rows, p.lead = i, p.grows = h.rows;
+            p.bits = h.bits, p.group = h.group, p.sym = h.sym, p.has_gidx = h.has_gidx;
+            p.ngroups = h.ngroups, p.crb = h.code_row_bytes, p.zrb = h.zero_row_bytes;
+            p.off_scales = h.off_scales, p.off_zeros = h.off_zeros, p.off_gidx = h.off_gidx;
+            if (up(cu, (void **)&p.blob, h.blob, h.nbytes, what, err) < 0)
+                return -1;
+            row0 += h.rows;
+        }
+        size_t c = cu->q_wcap;
+        if (grow(cu, &cu->q_w, &c, (size_t)N * K * cu->es, "expanded weights", err) < 0)
+            return -1;
+        cu->q_wcap = c;
+        for (int i = 0; i < nparts; i++) {
+            if (packed_check(cu, q.p[i], K, bad, err) < 0)
+                return -1;
+            if (*bad >= 0) {
+                *bad_part = i;
+                return 0;
+            }
+        }
+        return 0;
+    }
+    /* int8 kinds: codes padded to kp columns (16-byte rows for the GEMM) */
+    int kp = (K + 15) & ~15, nout_max = 0;
+    std::vector<int8_t> codes((size_t)N * kp, 0);
+    std::vector<float> sw((size_t)N);
+    int row0 = 0;
+    for (int i = 0; i < nparts; i++) {
+        const lmc_cu_qpart &h = parts[i];
+        for (int r = 0; r < h.rows; r++)
+            memcpy(&codes[(size_t)(row0 + r) * kp], h.codes + (size_t)r * K, (size_t)K);
+        memcpy(&sw[row0], h.sw, (size_t)h.rows * 4);
+        dqpart &p = q.p[i];
+        p.row0 = row0, p.rows = h.rows;
+        p.lead = i > 0 && same_quant(kind, parts[i - 1], h, K) ? q.p[i - 1].lead : i;
+        q.p[p.lead].grows = (p.lead == i ? 0 : q.p[p.lead].grows) + h.rows;
+        if (p.lead == i && kind == LMC_CU_Q_W8A8 && h.smooth &&
+            up(cu, (void **)&p.smooth, h.smooth, (size_t)K * 4, what, err) < 0)
+            return -1;
+        if (kind == LMC_CU_Q_INT8) {
+            p.nout = h.nout;
+            nout_max = std::max(nout_max, h.nout);
+            if (p.lead == i) {
+                std::vector<uint8_t> m((size_t)K, 0);
+                for (int j = 0; j < h.nout; j++)
+                    m[(size_t)h.oidx[j]] = 1;
+                if (up(cu, (void **)&p.is_out, m.data(), (size_t)K, what, err) < 0 ||
+                    (h.nout && up(cu, (void **)&p.oidx, h.oidx, (size_t)h.nout * 4, what, err) < 0))
+                    return -1;
+            } else {
+                p.oidx = NULL; /* the lead's */
+            }
+            if (h.nout) {
+                /* the group's ow rows must be consecutive: one buffer per
+                 * group, parts at their row offsets */
+                dqpart &L = q.p[p.lead];
+                if (p.lead == i) {
+                    int grows = h.rows;
+                    for (int j = i + 1; j < nparts && same_quant(kind, parts[j - 1], parts[j], K);
+                         j++)
+                        grows += parts[j].rows;
+                    if (dalloc(cu, &L.ow, (size_t)grows * h.nout * cu->es, what, err) < 0)
+                        return -1;
+                }
+                size_t off = (size_t)(row0 - L.row0) * h.nout;
+                if (upload_to(cu, L.ow, off, h.ow, LMC_CU_SRC_F32, (size_t)h.rows * h.nout, bad,
+                              err) < 0)
+                    return -1;
+                if (*bad >= 0) {
+                    *bad_part = i;
+                    return 0;
+                }
+            }
+        }
+        row0 += h.rows;
+    }
+    if (up(cu, (void **)&q.codes, codes.data(), codes.size(), what, err) < 0 ||
+        up(cu, (void **)&q.sw, sw.data(), sw.size() * 4, what, err) < 0)
+        return -1;
+    q.kp = kp;
+    return int8_scratch(cu, N, kp, nout_max, err);
+}
+
+extern "C" size_t lmc_cu_expand_bytes(const lmc_cu *cu) { return cu->q_wcap; }
+
+extern "C" int lmc_cu_test_qslot(lmc_cu *cu, int which, int layer, const float *x, int n,
+                                 float *y, lmc_error *err)
+{
+    err->msg[0] = 0;
+    if (cu->prec != PREC_FP32 || which < LMC_CU_QKV || which > LMC_CU_DOWN || layer < 0 ||
+        layer >= cu->d.n_layers || n < 1 || n > cu->max_tokens)
+        return lmc_fail(err, "slot test: bad arguments");
+    const dquant &q = cu->blk[layer].q[which - LMC_CU_QKV];
+    if (!q.kind)
+        return lmc_fail(err, "slot test: matrix %d of block %d is not held quantized", which,
+                        layer);
+    void *dx, *dy;
+    if (dalloc(cu, &dx, (size_t)n * q.K * 4, "test input", err) < 0)
+        return -1;
+    if (dalloc(cu, &dy, (size_t)n * q.N * 4, "test output", err) < 0) {
+        dfree(cu, dx);
+        return -1;
+    }
+    int rc = -1;
+    if (cudaMemcpy(dx, x, (size_t)n * q.K * 4, cudaMemcpyHostToDevice) != cudaSuccess)
+        lmc_fail(err, "slot test: upload");
+    else if (qslot_gemm(cu, q, dx, dy, n, q.N, q.K, CUDA_R_32F, 0.0f, err) == 0 &&
+             cudaStreamSynchronize(cu->st) == cudaSuccess &&
+             cudaMemcpy(y, dy, (size_t)n * q.N * 4, cudaMemcpyDeviceToHost) == cudaSuccess)
+        rc = 0;
+    else if (!err->msg[0])
+        lmc_fail(err, "slot test: %s", cudaGetErrorString(cudaGetLastError()));
+    dfree(cu, dx);
+    dfree(cu, dy);
+    return rc;
+}
