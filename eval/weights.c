@@ -71,16 +71,36 @@ static int64_t find_nonfinite(const float *x, size_t n)
     return -1;
 }
 
-static int check_finite(const lmc_tensor *t, const float *x, lmc_error *err)
+/* Rows [r0, r0 + n) of t decoded in x: the first non-finite one names its
+ * place in the whole tensor. */
+static int check_finite_rows(const lmc_tensor *t, const float *x, int64_t r0, int64_t n,
+                             lmc_error *err)
 {
     int64_t cols = t_cols(t);
-    int64_t bad = find_nonfinite(x, (size_t)(t_rows(t) * cols));
+    int64_t bad = find_nonfinite(x, (size_t)(n * cols));
     if (bad < 0)
         return 0;
     float v = x[bad];
     return lmc_fail(err, "tensor %s: non-finite weight (%s) at [%lld, %lld]", t->name,
-                    isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"), (long long)(bad / cols),
+                    isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"), (long long)(r0 + bad / cols),
                     (long long)(bad % cols));
+}
+
+static int check_finite(const lmc_tensor *t, const float *x, lmc_error *err)
+{
+    return check_finite_rows(t, x, 0, t_rows(t), err);
+}
+
+/* The encoding's decoder on n rows of blob data p (t's rows from r0). */
+static int decode_rows(const lmc_tensor *t, const lmc_enc_traits *tr, const void *p, int64_t r0,
+                       int64_t n, float *out, lmc_error *err)
+{
+    if (tr->to_f32(&t->enc, p, n, t_cols(t), out, err) < 0) {
+        char pre[128];
+        snprintf(pre, sizeof pre, "tensor %s", t->name);
+        return lmc_fail_prefix(err, pre);
+    }
+    return check_finite_rows(t, out, r0, n, err);
 }
 
 /* Encoding known, parameters valid for the shape, data present and of the
@@ -118,13 +138,7 @@ int lmc_tensor_to_f32(const lmc_tensor *t, float **out, lmc_error *err)
     float *buf = malloc(n * sizeof *buf);
     if (!buf)
         return lmc_fail(err, "tensor %s: out of memory decoding %zu values", t->name, n);
-    if (tr->to_f32(&t->enc, t->data, t_rows(t), t_cols(t), buf, err) < 0) {
-        free(buf);
-        char pre[128];
-        snprintf(pre, sizeof pre, "tensor %s", t->name);
-        return lmc_fail_prefix(err, pre);
-    }
-    if (check_finite(t, buf, err) < 0) {
+    if (decode_rows(t, tr, t->data, 0, t_rows(t), buf, err) < 0) {
         free(buf);
         return -1;
     }
@@ -154,16 +168,7 @@ int lmc_tensor_rows_f32(const lmc_tensor *t, int64_t r0, int64_t n, float *out, 
         return -1;
     int64_t cols = t_cols(t);
     const unsigned char *p = (const unsigned char *)t->data + (size_t)(r0 * cols) * es;
-    if (tr->to_f32(&t->enc, p, n, cols, out, err) < 0) {
-        char pre[128];
-        snprintf(pre, sizeof pre, "tensor %s", t->name);
-        return lmc_fail_prefix(err, pre);
-    }
-    int64_t bad = find_nonfinite(out, (size_t)(n * cols));
-    if (bad >= 0)
-        return lmc_fail(err, "tensor %s: non-finite weight at [%lld, %lld]", t->name,
-                        (long long)(r0 + bad / cols), (long long)(bad % cols));
-    return 0;
+    return decode_rows(t, tr, p, r0, n, out, err);
 }
 
 /* fp32 view of a tensor: in place when it is aligned fp32, else decoded

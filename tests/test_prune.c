@@ -402,7 +402,7 @@ static float *decode_t(const lmc_tensor *t)
 }
 
 /* Run a pass over both blocks as the driver would (without the forward). */
-static int run_pass(const lmc_pass *p, lmc_model *m, const lmc_block_stats *st, cJSON *report,
+static int run_pass(const lmc_pass *p, lmc_model *m, lmc_block_stats *st, cJSON *report,
                     lmc_error *err)
 {
     if (p->begin && p->begin(p, m, err))
