@@ -128,6 +128,12 @@ static int check_blob(const lmc_tensor *t, const lmc_enc_traits **tr_out, lmc_er
     return 0;
 }
 
+int lmc_tensor_check_blob(const lmc_tensor *t, lmc_error *err)
+{
+    const lmc_enc_traits *tr;
+    return check_blob(t, &tr, err);
+}
+
 int lmc_tensor_to_f32(const lmc_tensor *t, float **out, lmc_error *err)
 {
     *out = NULL;

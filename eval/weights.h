@@ -64,6 +64,9 @@ int lmc_tensor_expect_shape(const lmc_tensor *t, int64_t rows, int64_t cols, lmc
 
 /* Decode one tensor to a fresh fp32 buffer (caller frees). Checks finiteness. */
 int lmc_tensor_to_f32(const lmc_tensor *t, float **out, lmc_error *err);
+/* The checks lmc_tensor_to_f32 makes before decoding: a known encoding,
+ * parameters valid for the shape, a blob of the exact size. */
+int lmc_tensor_check_blob(const lmc_tensor *t, lmc_error *err);
 /* Whether rows of t can be decoded alone (a dense 2-D tensor), and rows
  * [r0, r0 + n) of such a tensor into out[n][cols] (finiteness checked). */
 int lmc_tensor_rows_sliceable(const lmc_tensor *t);

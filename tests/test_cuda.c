@@ -24,6 +24,7 @@
 #include "../core/fileio.h"
 #include "../core/half.h"
 #include "../core/int8.h"
+#include "../core/qgroup.h"
 #include "../core/w8a8.h"
 #include "../core/model.h"
 #include "../eval/forward.h"
@@ -1100,6 +1101,32 @@ START_TEST(test_load_errors)
         cuda_open(m, LMC_PREC_FP32, LMC_RESIDUAL_AUTO, 256, 64, &cm, &err) == 0, "%s",
         err.msg);
     lmc_backend_close(cm);
+    /* a packed g_idx out of range (checked on the host, not decoded there) */
+    t = lmc_model_block_tensor(m, 1, "o", "weight");
+    {
+        lmc_qgroup_layout l;
+        lmc_qgroup_layout_of(&t->enc, t->shape[0], t->shape[1], &l);
+        ck_assert(!t->enc.has_gidx);
+        ck_assert_msg(lmc_tensor_to_f32(t, &w, &err) == 0, "%s", err.msg);
+        lmc_qresult q;
+        ck_assert_msg(lmc_rtn_quantize(w, t->shape[0], t->shape[1], 4, 32, 0, &q, NULL, &err) ==
+                          0,
+                      "%s", err.msg);
+        free(w);
+        q.g_idx[3] = 1, q.g_idx[40] = 0; /* a g_idx the encoding must store */
+        q.has_gidx = 1;
+        ck_assert_msg(lmc_store_quantized(m, 1, "o", &q, NULL, &err) == 0, "%s", err.msg);
+        int32_t bad = (int32_t)q.ngroups + 7;
+        lmc_qresult_free(&q);
+        t = lmc_model_block_tensor(m, 1, "o", "weight");
+        ck_assert(t->enc.has_gidx && t->owned);
+        lmc_qgroup_layout_of(&t->enc, t->shape[0], t->shape[1], &l);
+        memcpy((uint8_t *)t->owned + l.off_gidx + 12, &bad, 4);
+    }
+    ck_assert_int_eq(
+        cuda_open(m, LMC_PREC_FP32, LMC_RESIDUAL_AUTO, 256, 64, &cm, &err), -1);
+    ck_assert_msg(strstr(err.msg, "blk.1.o.weight") && strstr(err.msg, "g_idx[3]"), "%s",
+                  err.msg);
     lmc_model_free(m);
     /* windows: too many tokens, a bad id */
     m = tiny_model(&TINY[2], 32);

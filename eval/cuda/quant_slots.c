@@ -116,6 +116,43 @@ static double part_from(const lmc_tensor *t, int kind, lmc_cu_qpart *p, hold *h,
     return (double)(rows * kp + rows * 4 + cols + no * 4 + (double)rows * no * es);
 }
 
+static int int8_check(const lmc_tensor *t, lmc_error *err)
+{
+    float *tmp;
+    if (lmc_tensor_to_f32(t, &tmp, err) < 0)
+        return -1;
+    free(tmp);
+    return 0;
+}
+
+/* What qgroup's decoder checks beyond the blob: g_idx in range, finite
+ * scales (the messages of core/enc_qgroup.c). */
+static int packed_check(const lmc_tensor *t, lmc_error *err)
+{
+    if (lmc_tensor_check_blob(t, err) < 0)
+        return -1;
+    int64_t rows = t->shape[0], cols = t->ndim == 2 ? t->shape[1] : 1;
+    lmc_qgroup_layout l;
+    lmc_qgroup_layout_of(&t->enc, rows, cols, &l);
+    if (t->enc.has_gidx)
+        for (int64_t c = 0; c < cols; c++) {
+            int32_t g;
+            memcpy(&g, t->data + l.off_gidx + 4 * (size_t)c, 4);
+            if (g < 0 || g >= l.ngroups)
+                return lmc_fail(err, "tensor %s: qgroup: g_idx[%lld] = %d out of range [0, %lld)",
+                                t->name, (long long)c, (int)g, (long long)l.ngroups);
+        }
+    for (size_t i = 0; i < (size_t)rows * (size_t)l.ngroups; i++) {
+        uint16_t h;
+        memcpy(&h, t->data + l.off_scales + 2 * i, 2);
+        if ((h & 0x7c00) == 0x7c00)
+            return lmc_fail(err, "tensor %s: qgroup: scale of row %lld group %lld is not finite",
+                            t->name, (long long)(i / (size_t)l.ngroups),
+                            (long long)(i % (size_t)l.ngroups));
+    }
+    return 0;
+}
+
 int lmc_cuda_put_quant(lmc_cu *cu, const lmc_tensor *const *ts, int n, int which, int layer,
                        int kind, const char *prec_name, double *dev_bytes, lmc_error *err)
 {
@@ -127,12 +164,12 @@ int lmc_cuda_put_quant(lmc_cu *cu, const lmc_tensor *const *ts, int n, int which
     int rc = -1;
     *dev_bytes = 0;
     for (int i = 0; i < n; i++) {
-        /* the encoding's decoder validates the blob (size, parameters,
-         * finiteness) with its own messages */
-        float *tmp;
-        if (lmc_tensor_to_f32(ts[i], &tmp, err) < 0)
+        /* int8 kinds: the encoding's decoder validates the blob (size,
+         * parameters, finiteness) with its own messages; packed: the blob's
+         * size and parameters, its g_idx and scales here, the values on the
+         * device (lmc_cu_set_quant), without decoding it on the host */
+        if (kind == LMC_CU_Q_PACKED ? packed_check(ts[i], err) < 0 : int8_check(ts[i], err) < 0)
             goto out;
-        free(tmp);
         double b = part_from(ts[i], kind, &parts[i], &h[i], es, err);
         if (b < 0)
             goto out;
