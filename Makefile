@@ -42,7 +42,7 @@ endif
 # bare .SECONDARY would make every object secondary, and make would then not
 # rebuild a missing one whose archive looks newer (a new source file)
 .SECONDARY: $(TESTS:=.o)
-.PHONY: all deps check test asan-check bench clean demo cuda-check FORCE fuzz fuzz-build
+.PHONY: all deps check check-full test asan-check bench clean demo cuda-check FORCE fuzz fuzz-build
 all: $(B)/lmc
 
 $(B)/liblmc.a: $(LIB_OBJ) $(CU_C_OBJ) $(CU_OBJ)
@@ -88,6 +88,11 @@ demo:
 
 check: $(B)/lmc $(TESTS) $(TOOLS)
 	@scripts/run-tests.sh $(TESTS)
+
+# check plus the whole-text reference perplexity of every shared model
+# (tests/test_eval_ref.c; make check runs it for llama-s only)
+check-full: $(B)/lmc $(TESTS) $(TOOLS)
+	@LMC_TEST_FULL=1 scripts/run-tests.sh $(TESTS)
 
 # The malformed-input tests (parsers of safetensors, config.json,
 # tokenizer.json and containers; the fuzzers' regression inputs; CLI error

@@ -68,8 +68,19 @@ static double ppl_of(const lmc_model *m, const int32_t *ids, int64_t n, int seql
     return r->ppl;
 }
 
-/* ---- full text against ppl_fp32 (the acceptance check, ~1 min each on 2
- * cores), and the first 8 logits of window 0 ---- */
+/* ---- full text against ppl_fp32 (the acceptance check), and the first 8
+ * logits of window 0 ---- */
+
+/* The whole-text perplexity takes 2.5-5 min per model on CI's 2 cores and
+ * was most of the suite's time: `make check` runs it for llama-s, and for
+ * opt-s and gpt2-s with LMC_TEST_FULL=1 (`make check-full`). Without it the
+ * tokenization of the whole text, the window counts and window 0 (its NLL
+ * and logits) are still checked against the reference for every model. */
+static int full_text_wanted(const char *name)
+{
+    const char *e = getenv("LMC_TEST_FULL");
+    return !strcmp(name, "llama-s") || (e && *e && strcmp(e, "0"));
+}
 
 static void full_reference(const char *name)
 {
@@ -99,17 +110,28 @@ static void full_reference(const char *name)
     ck_assert_int_eq(memcmp(ids, rids, (size_t)n * 4), 0);
     free(rids);
 
-    lmc_ppl_result r;
-    double ppl = ppl_of(m, ids, n, 1024, 0, &r);
-    double rel_diff = (ppl - ref.ppl) / ref.ppl;
-    printf("%s: ppl %.6f reference %.6f (relative %+.2e), tokens %lld windows %lld scored %lld, "
-           "%.1f s, %.0f tokens/s\n",
-           name, ppl, ref.ppl, rel_diff, (long long)r.tokens, (long long)r.windows,
-           (long long)r.scored, r.seconds, r.tokens_per_second);
-    ck_assert_int_eq(r.tokens, ref.tokens);
-    ck_assert_int_eq(r.windows, ref.windows);
-    ck_assert_int_eq(r.scored, ref.scored);
-    ck_assert_msg(fabs(rel_diff) <= 5e-4, "%s: ppl %.6f vs reference %.6f", name, ppl, ref.ppl);
+    if (full_text_wanted(name)) {
+        lmc_ppl_result r;
+        double ppl = ppl_of(m, ids, n, 1024, 0, &r);
+        double rel_diff = (ppl - ref.ppl) / ref.ppl;
+        printf("%s: ppl %.6f reference %.6f (relative %+.2e), tokens %lld windows %lld scored "
+               "%lld, %.1f s, %.0f tokens/s\n",
+               name, ppl, ref.ppl, rel_diff, (long long)r.tokens, (long long)r.windows,
+               (long long)r.scored, r.seconds, r.tokens_per_second);
+        ck_assert_int_eq(r.tokens, ref.tokens);
+        ck_assert_int_eq(r.windows, ref.windows);
+        ck_assert_int_eq(r.scored, ref.scored);
+        ck_assert_msg(fabs(rel_diff) <= 5e-4, "%s: ppl %.6f vs reference %.6f", name, ppl,
+                      ref.ppl);
+    } else {
+        /* the protocol's counts: non-overlapping windows of 1024, remainder dropped */
+        printf("%s: whole-text ppl not run (LMC_TEST_FULL=1 runs it); tokens and window 0 "
+               "checked\n",
+               name);
+        ck_assert_int_eq(n, ref.tokens);
+        ck_assert_int_eq(n / 1024, ref.windows);
+        ck_assert_int_eq((n / 1024) * 1023, ref.scored);
+    }
 
     /* logits of the first 8 positions of window 0 */
     snprintf(rel, sizeof rel, "reference/%s.eval.logits8.f32", name);
