@@ -17,10 +17,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 . tests/cli_lib.sh
-S=../shared
-[ -d "$S/models/llama-s" ] || { echo "skip: ../shared absent"; exit 77; }
-"$LMC" eval data/llama-xs --text data/eval.txt --device cuda --max-windows 1 -q >/dev/null 2>"$tmp/e" ||
-    { echo "skip: no CUDA device ($(head -1 "$tmp/e"))"; exit 77; }
+. tests/cuda/lib.sh
 W=${LMC_ENC_WINDOWS:-40}
 fails=0
 ev() { # ev CONTAINER ARGS...: the eval JSON

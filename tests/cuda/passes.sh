@@ -17,10 +17,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 . tests/cli_lib.sh
-S=../shared
-[ -d "$S/models/llama-s" ] || { echo "skip: ../shared absent"; exit 77; }
-"$LMC" eval data/llama-xs --text data/eval.txt --device cuda --max-windows 1 -q >/dev/null 2>"$tmp/e" ||
-    { echo "skip: no CUDA device ($(head -1 "$tmp/e"))"; exit 77; }
+. tests/cuda/lib.sh
 N=${LMC_PASSES_NSAMPLES:-32}
 MODELS=${LMC_PASSES_MODELS:-llama-s opt-s gpt2-s}
 TOL=${LMC_PASSES_TOL:-0.001}
