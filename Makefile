@@ -90,7 +90,7 @@ check: $(B)/lmc $(TESTS) $(TOOLS)
 	@scripts/run-tests.sh $(TESTS)
 
 # check plus the whole-text reference perplexity of every shared model
-# (tests/test_eval_ref.c; make check runs it for llama-s only)
+# (tests/test_eval_ref.c; make check checks their window 0 only)
 check-full: $(B)/lmc $(TESTS) $(TOOLS)
 	@LMC_TEST_FULL=1 scripts/run-tests.sh $(TESTS)
 

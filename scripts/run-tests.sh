@@ -2,19 +2,17 @@
 # Runs the Check test binaries given as arguments and the CLI tests in
 # tests/cli/*.sh, then prints one summary line "N passed, N failed, N skipped".
 # A CLI test exits 0 (pass), 77 (skip, e.g. ../shared absent) or else (fail).
-# Tests run LMC_TEST_JOBS at a time (default 1), the longest first
-# (test_eval_ref, the llama.cpp and quantization scripts); results print in
-# the usual order once all have finished. Not two at a time by default:
-# measured once on the 2-core CI machine, a clean-clone run with two at a
-# time took about 19 min against the previous sequential CI's 15.7 min (two
-# tests with their own OpenBLAS threads each compete for both cores).
+# Tests run LMC_TEST_JOBS at a time (default: the number of cores; 1: one
+# after the other), the longest first (test_eval_ref, the llama.cpp and
+# quantization scripts), so that they overlap the many short ones; results
+# print in the usual order once all have finished.
 set -u
 # Arguments: test binaries, and optionally tests/cli/*.sh scripts; without
 # any script argument every tests/cli/*.sh runs.
 export LMC_BIN="${LMC_BIN:-build/lmc}"
 # see lmc.c: OpenMP threads must not spin against OpenBLAS's
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
-jobs=${LMC_TEST_JOBS:-1}
+jobs=${LMC_TEST_JOBS:-$(nproc 2>/dev/null || echo 1)}
 passed=0 failed=0 skipped=0
 failures=()
 bins=() scripts=()

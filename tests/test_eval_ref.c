@@ -72,14 +72,14 @@ static double ppl_of(const lmc_model *m, const int32_t *ids, int64_t n, int seql
  * logits of window 0 ---- */
 
 /* The whole-text perplexity takes 2.5-5 min per model on CI's 2 cores and
- * was most of the suite's time: `make check` runs it for llama-s, and for
- * opt-s and gpt2-s with LMC_TEST_FULL=1 (`make check-full`). Without it the
- * tokenization of the whole text, the window counts and window 0 (its NLL
- * and logits) are still checked against the reference for every model. */
-static int full_text_wanted(const char *name)
+ * was most of the suite's time: it runs with LMC_TEST_FULL=1 (`make
+ * check-full`). Without it the tokenization of the whole text, the window
+ * counts and window 0 (its NLL and first logits) are still checked against
+ * the reference for every model. */
+static int full_text_wanted(void)
 {
     const char *e = getenv("LMC_TEST_FULL");
-    return !strcmp(name, "llama-s") || (e && *e && strcmp(e, "0"));
+    return e && *e && strcmp(e, "0");
 }
 
 static void full_reference(const char *name)
@@ -110,7 +110,7 @@ static void full_reference(const char *name)
     ck_assert_int_eq(memcmp(ids, rids, (size_t)n * 4), 0);
     free(rids);
 
-    if (full_text_wanted(name)) {
+    if (full_text_wanted()) {
         lmc_ppl_result r;
         double ppl = ppl_of(m, ids, n, 1024, 0, &r);
         double rel_diff = (ppl - ref.ppl) / ref.ppl;
