@@ -5,11 +5,12 @@
  *
  * Weights live on the device in the compute precision: tensors whose
  * encoding has a dense view (f32/f16/bf16) go up as stored, low-rank
- * factor pairs stay factors when a whole slot is low-rank, every other
- * encoding (qgroup, sparse, N:M, ...) is decoded once at load through the
- * encoding table. Block slots of W8A8 or LLM.int8() linears run their
- * integer products on the device and grouped integer (qgroup) slots stay
- * packed, expanded just before their GEMM (qslot.cu, quant_slots.c).
+ * factor pairs stay factors when a whole slot is low-rank, block slots of
+ * W8A8 or LLM.int8() linears run their integer products on the device and
+ * grouped integer (qgroup) slots stay packed, expanded just before their
+ * GEMM (qslot.cu, quant_slots.c); every other encoding (sparse, N:M, a
+ * qgroup linear in a mixed slot, ...) is decoded once at load through the
+ * encoding table.
  * Environment: LMC_CUDA_TOKENS (tokens per
  * forward, default 16384); the knobs of docs/CUDA.md. */
 #include <math.h>
@@ -266,9 +267,8 @@ static int load_slot(lmc_cuda_model *cm, const lmc_model *m, int layer, const lm
         char bn[64];
         snprintf(bn, sizeof bn, "blk.%d.%s.bias", layer, s->roles[i]);
         const lmc_tensor *t = ts[i];
-        if (qk ? 0
-               : lowrank ? put_factors(cm, t, &views[i], slot_w[k], layer, i, err) < 0
-                         : put_matrix(cm, t, slot_w[k], layer, (size_t)(row * s->in), err) < 0)
+        if (!qk && (lowrank ? put_factors(cm, t, &views[i], slot_w[k], layer, i, err) < 0
+                            : put_matrix(cm, t, slot_w[k], layer, (size_t)(row * s->in), err) < 0))
             return -1;
         /* a stored bias is used even when the config does not announce it */
         const lmc_tensor *bt = lmc_model_find(m, bn);
