@@ -15,6 +15,14 @@ void lmc_driver_opts_default(lmc_driver_opts *o)
     o->backend.use = LMC_USE_CALIB;
 }
 
+int lmc_pass_capture_windows(int64_t tokens, int nwin, int seqlen)
+{
+    if (nwin < 1 || seqlen < 1 || tokens < 1)
+        return 0;
+    int64_t want = tokens / seqlen;
+    return want < 1 ? 1 : want > nwin ? nwin : (int)want;
+}
+
 int lmc_pass_load_linear(const lmc_pass_ctx *ctx, const char *role, float **w, int64_t *rows,
                          int64_t *cols, lmc_error *err)
 {
@@ -40,12 +48,14 @@ typedef struct host_side {
 static int host_fill(host_side *h, const lmc_pass *p, lmc_model *m, lmc_acts *acts,
                      lmc_pass_ctx *ctx, lmc_error *err)
 {
-    if (p->needs & LMC_PASS_BLOCK_W) {
+    int on_device = ctx->backend && lmc_backend_device(ctx->backend) != LMC_DEVICE_CPU;
+    unsigned needs = on_device ? p->needs & ~p->device_skips : p->needs;
+    if (needs & LMC_PASS_BLOCK_W) {
         if (lmc_weights_prepare_block(m, ctx->layer, &h->bw, err))
             return -1;
         ctx->bw = &h->bw;
     }
-    if ((p->needs & LMC_PASS_INPUTS) && acts) {
+    if ((needs & LMC_PASS_INPUTS) && acts) {
         h->shell.model = m;
         h->shell.cfg = &m->cfg;
         if (!h->scratch && !(h->scratch = lmc_scratch_new(&m->cfg, ctx->seqlen)))
@@ -95,6 +105,9 @@ int lmc_driver_run(lmc_model *m, const lmc_pass *p, const lmc_windows *win,
         unsigned dev_only = o->backend.device == LMC_DEVICE_CPU ? 0 : p->device_stats;
         if (lmc_block_stats_init(&stats, cfg, p->stats, dev_only, err))
             goto out;
+        if (o->backend.device != LMC_DEVICE_CPU)
+            stats.capture_windows =
+                lmc_pass_capture_windows(p->device_capture_tokens, win->n, win->seqlen);
     }
     if (p->begin && p->begin(p, m, err))
         goto out;

@@ -44,6 +44,11 @@ typedef struct lmc_pass {
     unsigned device_stats; /* of those, what its device solver reads where the backend
                               computed them (not copied to the host unless on the CPU) */
     unsigned needs;        /* LMC_PASS_* */
+    unsigned device_skips; /* of needs, what the pass does not read when the backend is
+                              a GPU (it runs its search there) */
+    int64_t device_capture_tokens; /* a GPU backend keeps every site's inputs of this many
+                                      tokens of the first windows (whole windows, at
+                                      least one, at most all; lmc_pass_capture_windows) */
     int streams;           /* a block's tensors are final once compress_block returns, and
                               end() reads none of them: they can be written out as each
                               block finishes (bounded memory) and a killed run resumed
@@ -54,6 +59,10 @@ typedef struct lmc_pass {
     int (*begin)(const struct lmc_pass *p, lmc_model *m, lmc_error *err);
     int (*end)(const struct lmc_pass *p, lmc_model *m, cJSON *summary, lmc_error *err);
 } lmc_pass;
+
+/* Windows of seqlen tokens among nwin that hold `tokens` tokens: at least
+ * one, at most nwin (what AWQ's search runs on). */
+int lmc_pass_capture_windows(int64_t tokens, int nwin, int seqlen);
 
 /* Decode the current weight tensor blk.<layer>.<role>.weight to fp32
  * (caller frees). */

@@ -13,6 +13,9 @@
 #include "../eval/weights.h"
 #include "qstore.h"
 #include "scale_fold.h"
+#ifdef LMC_HAVE_CUDA
+#include "cuda/awq_cuda.h"
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__)
 #define AWQ_O3 __attribute__((optimize("O3")))
@@ -211,10 +214,16 @@ typedef struct awq_blk {
     const float *rope_cs, *rope_sn;
     /* per-window work buffers */
     float *q, *k, *v, *ctx, *f1, *f2, *out;
+    /* the searches on the GPU (compress/cuda/awq_cuda.h): then no host
+     * inputs or work buffers */
+    struct lmc_cuda_awq *dev;
 } awq_blk;
 
 static void blk_free(awq_blk *b)
 {
+#ifdef LMC_HAVE_CUDA
+    lmc_cuda_awq_free(b->dev);
+#endif
     for (int i = 0; i < R_N; i++) {
         free(b->w[i]);
         free(b->b[i]);
@@ -248,17 +257,12 @@ static void capture_obs(void *c, int layer, lmc_site site, const float *x, int64
            (size_t)ntok * (size_t)dim * sizeof(float));
 }
 
-/* Load the fp32 weights, then run the block on the first nwin calibration
- * windows capturing the input of every site. */
-static int blk_load(awq_blk *b, lmc_pass_ctx *ctx, int nwin, lmc_error *err)
+/* The block's fp32 weights and biases. */
+static int blk_weights(awq_blk *b, lmc_pass_ctx *ctx, lmc_error *err)
 {
     const lmc_config *c = &ctx->model->cfg;
     b->cfg = c;
     b->layer = ctx->layer;
-    b->nwin = nwin;
-    b->S = ctx->seqlen;
-    b->N = (int64_t)nwin * ctx->seqlen;
-    b->scratch = ctx->scratch;
     lmc_linear_desc lin[8];
     int nl = lmc_block_linears(c, lin);
     for (int i = 0; i < nl; i++) {
@@ -276,6 +280,20 @@ static int blk_load(awq_blk *b, lmc_pass_ctx *ctx, int nwin, lmc_error *err)
     b->dim[LMC_SITE_ATTN_OUT] = (int64_t)c->n_heads * c->head_dim;
     b->dim[LMC_SITE_FFN_IN] = c->hidden;
     b->dim[LMC_SITE_FFN_MID] = c->ffn;
+    return 0;
+}
+
+/* Then, on the CPU, run the block on the first nwin calibration windows
+ * capturing the input of every site. */
+static int blk_capture(awq_blk *b, lmc_pass_ctx *ctx, int nwin, lmc_error *err)
+{
+    const lmc_config *c = &ctx->model->cfg;
+    b->nwin = nwin;
+    b->S = ctx->seqlen;
+    b->N = (int64_t)nwin * ctx->seqlen;
+    b->scratch = ctx->scratch;
+    if (!ctx->x_in || !ctx->w)
+        return lmc_fail(err, "no block inputs on the host for the search");
     size_t S = (size_t)b->S, H = (size_t)c->hidden, qd = (size_t)c->n_heads * c->head_dim,
            kvd = (size_t)c->n_kv_heads * c->head_dim, F = (size_t)c->ffn;
     for (int s = 0; s < LMC_SITE_COUNT; s++)
@@ -307,6 +325,37 @@ static int blk_load(awq_blk *b, lmc_pass_ctx *ctx, int nwin, lmc_error *err)
     }
     free(tmp);
     return 0;
+}
+
+/* Or the searches on the GPU, on the inputs the backend captured. */
+static int blk_device(awq_blk *b, lmc_pass_ctx *ctx, int nwin, lmc_error *err)
+{
+#ifdef LMC_HAVE_CUDA
+    _Static_assert((int)LMC_AWQ_Q == (int)R_Q && (int)LMC_AWQ_DOWN == (int)R_DOWN &&
+                       (int)LMC_AWQ_ROLES == (int)R_N,
+                   "awq_cuda.h's roles are awq.c's");
+    _Static_assert((int)LMC_AWQ_MOD_ATTN == (int)MOD_ATTN && (int)LMC_AWQ_MOD_MLP == (int)MOD_MLP,
+                   "awq_cuda.h's modules are awq.c's");
+    lmc_cuda_awq_lin lin[R_N];
+    memset(lin, 0, sizeof lin);
+    for (int r = 0; r < R_N; r++)
+        if (b->has[r])
+            lin[r] = (lmc_cuda_awq_lin){b->w[r], b->b[r], b->rows[r], b->cols[r]};
+    b->nwin = nwin;
+    b->S = ctx->seqlen;
+    b->N = (int64_t)nwin * ctx->seqlen;
+    if (lmc_cuda_awq_open(ctx->backend, ctx->seqlen, lin, &b->dev, err))
+        return -1;
+    return 0;
+#else
+    (void)b, (void)ctx, (void)nwin;
+    return lmc_fail(err, "the searches on a device this build has no kernels for");
+#endif
+}
+
+static int on_device(const lmc_pass_ctx *ctx)
+{
+    return ctx->backend && lmc_backend_device(ctx->backend) != LMC_DEVICE_CPU;
 }
 
 /* Runs module `mod` (single linear `role` for MOD_LINEAR) on window w with
@@ -390,6 +439,25 @@ typedef struct group_result {
     float *s; /* [dim], NULL when the group was not searched */
 } group_result;
 
+/* The loss of scales s for group g (consumers cons) on module mod. */
+static int group_loss(awq_blk *b, const lmc_fold_group *g, const int *cons, int mod, int role,
+                      const float *s, float *const *cand, const float *org,
+                      const lmc_awq_opts *o, double *loss, lmc_error *err)
+{
+    int64_t dim = b->dim[g->site];
+    if (b->dev) {
+#ifdef LMC_HAVE_CUDA
+        return lmc_cuda_awq_loss(b->dev, mod, role, g->ncons, cons, s, dim, o->bits, o->group,
+                                 o->sym, loss, err);
+#endif
+    }
+    (void)err, (void)dim;
+    for (int k = 0; k < g->ncons; k++)
+        scaled_quant(b->w[cons[k]], b->rows[cons[k]], b->cols[cons[k]], s, o, cand[cons[k]]);
+    *loss = module_mse(b, mod, role, cand, org);
+    return 0;
+}
+
 static int search_group(awq_blk *b, const lmc_fold_group *g, int mod, const double *xmean,
                         const lmc_awq_opts *o, group_result *res, lmc_error *err)
 {
@@ -397,13 +465,18 @@ static int search_group(awq_blk *b, const lmc_fold_group *g, int mod, const doub
     int cons[3];
     float *cand[R_N] = {0};
     float *s = malloc((size_t)dim * sizeof *s), *best = malloc((size_t)dim * sizeof *best);
+    float *org = NULL;
     int role = -1, rc = -1;
+    if (!s || !best)
+        goto oom;
     for (int k = 0; k < g->ncons; k++) {
         cons[k] = role_index(g->cons[k]);
         if (cons[k] < 0 || !b->has[cons[k]]) {
             lmc_fail(err, "blk.%d.%s.weight: missing", b->layer, g->cons[k]);
             goto out;
         }
+        if (b->dev)
+            continue;
         cand[cons[k]] = malloc((size_t)b->rows[cons[k]] * (size_t)b->cols[cons[k]] *
                                sizeof(float));
         if (!cand[cons[k]])
@@ -411,19 +484,23 @@ static int search_group(awq_blk *b, const lmc_fold_group *g, int mod, const doub
     }
     if (mod == MOD_LINEAR)
         role = cons[0];
-    float *org = module_output(b, mod, role);
-    if (!s || !best || !org) {
-        free(org);
+    if (b->dev) {
+#ifdef LMC_HAVE_CUDA
+        double unused;
+        if (lmc_cuda_awq_loss(b->dev, mod, role, 0, NULL, NULL, dim, o->bits, o->group, o->sym,
+                              &unused, err))
+            goto out;
+#endif
+    } else if (!(org = module_output(b, mod, role))) {
         goto oom;
     }
     res->loss = INFINITY;
     res->ratio = -1;
     for (int i = 0; i < o->grid; i++) {
-        double ratio = (double)i / o->grid;
+        double ratio = (double)i / o->grid, loss;
         ratio_scales(xmean, dim, ratio, s);
-        for (int k = 0; k < g->ncons; k++)
-            scaled_quant(b->w[cons[k]], b->rows[cons[k]], b->cols[cons[k]], s, o, cand[cons[k]]);
-        double loss = module_mse(b, mod, role, cand, org);
+        if (group_loss(b, g, cons, mod, role, s, cand, org, o, &loss, err))
+            goto out;
         if (i == 0)
             res->loss0 = loss;
         if (loss < res->loss) { /* strict: the first of equal losses, as the reference */
@@ -432,7 +509,6 @@ static int search_group(awq_blk *b, const lmc_fold_group *g, int mod, const doub
             memcpy(best, s, (size_t)dim * sizeof *s);
         }
     }
-    free(org);
     if (res->ratio < 0) {
         lmc_fail(err, "blk.%d: scale search for %s found no finite loss (NaN activations?)",
                  b->layer, g->prev);
@@ -447,6 +523,7 @@ oom:
 out:
     for (int i = 0; i < R_N; i++)
         free(cand[i]);
+    free(org);
     free(s);
     free(best);
     return rc;
@@ -668,6 +745,49 @@ static int store_block(lmc_pass_ctx *ctx, awq_blk *b, const lmc_fold_group *g, i
     return 0;
 }
 
+/* lmc_awq_clip_linear on the GPU: the inputs are divided there by the
+ * scales of the group that read them (as the CPU path divides its copies). */
+static int clip_device(awq_blk *b, int r, const lmc_fold_group *g, int ng,
+                       const group_result *gr, const lmc_awq_opts *o, double *gain,
+                       lmc_error *err)
+{
+#ifdef LMC_HAVE_CUDA
+    const float *s = NULL;
+    for (int i = 0; i < ng; i++)
+        if (g[i].site == role_site[r] && gr[i].s)
+            s = gr[i].s;
+    int64_t rows = b->rows[r], cols = b->cols[r];
+    int64_t gs = o->group > 0 ? o->group : cols, ngr = (cols + gs - 1) / gs;
+    int *shrink = malloc((size_t)rows * (size_t)ngr * sizeof *shrink);
+    if (!shrink)
+        return lmc_fail(err, "out of memory in the clip search");
+    if (lmc_cuda_awq_clip(b->dev, r, s, b->w[r], o->bits, o->group, o->sym, o->clip_grid,
+                          o->max_shrink, o->clip_tokens, shrink, gain, err)) {
+        free(shrink);
+        return -1;
+    }
+    /* the chosen clamp, computed as the CPU search computes it */
+    float *W = b->w[r];
+#pragma omp parallel for schedule(static)
+    for (int64_t row = 0; row < rows; row++)
+        for (int64_t k = 0; k < ngr; k++) {
+            int64_t c0 = k * gs, m = c0 + gs < cols ? gs : cols - c0;
+            float *w = W + row * cols + c0, amax = 0.0f;
+            for (int64_t c = 0; c < m; c++)
+                amax = fabsf(w[c]) > amax ? fabsf(w[c]) : amax;
+            int i = shrink[row * ngr + k];
+            float mv = i < 0 ? amax : amax * (1.0f - (float)i / (float)o->clip_grid);
+            for (int64_t c = 0; c < m; c++)
+                w[c] = w[c] > mv ? mv : (w[c] < -mv ? -mv : w[c]);
+        }
+    free(shrink);
+    return 0;
+#else
+    (void)b, (void)r, (void)g, (void)ng, (void)gr, (void)o, (void)gain;
+    return lmc_fail(err, "the searches on a device this build has no kernels for");
+#endif
+}
+
 static int awq_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
 {
     const lmc_awq_opts *o = p->opts;
@@ -684,28 +804,18 @@ static int awq_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
     int rc = -1;
     int nwin = 0; /* plain rounding (no search): nothing to capture */
     if ((o->scale || o->clip) && ctx->seqlen > 0 && ctx->nwin > 0) {
-        int64_t want = o->search_tokens / ctx->seqlen;
-        nwin = want < 1 ? 1 : (want > ctx->nwin ? ctx->nwin : (int)want);
+        /* the windows a GPU backend captured (device_capture_tokens) */
+        nwin = lmc_pass_capture_windows(o->search_tokens, ctx->nwin, ctx->seqlen);
     } else if (o->scale || o->clip) {
         lmc_fail(err, "the scale and clip searches need calibration windows");
         goto out;
     }
-    if (nwin > 0 && blk_load(&b, ctx, nwin, err))
+    if (blk_weights(&b, ctx, err))
         goto out;
-    if (nwin == 0) {
-        /* weights only */
-        lmc_linear_desc lin[8];
-        int nl = lmc_block_linears(c, lin);
-        b.cfg = c;
-        b.layer = ctx->layer;
-        for (int i = 0; i < nl; i++) {
-            int r = role_index(lin[i].role);
-            if (lmc_pass_load_linear(ctx, lin[i].role, &b.w[r], &b.rows[r], &b.cols[r], err))
-                goto out;
-            b.has[r] = 1;
-        }
-    }
-    if (c->rope_type != LMC_ROPE_NONE && nwin > 0) {
+    if (nwin > 0 && (on_device(ctx) ? blk_device(&b, ctx, nwin, err)
+                                    : blk_capture(&b, ctx, nwin, err)))
+        goto out;
+    if (c->rope_type != LMC_ROPE_NONE && nwin > 0 && !b.dev) {
         if (lmc_op_rope_tables(c, ctx->seqlen, &cs, &sn)) {
             lmc_fail(err, "out of memory");
             goto out;
@@ -760,7 +870,7 @@ static int awq_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
         }
         int64_t d = b.dim[g[i].site];
         float *x = b.x[g[i].site];
-        for (int64_t t = 0; t < b.N; t++)
+        for (int64_t t = 0; x && t < b.N; t++)
             lmc_unscale_vec(x + t * d, d, s);
     }
     /* 2. clipping, all linears but q and k (the q.k product makes their
@@ -770,8 +880,9 @@ static int awq_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
             if (!b.has[r] || r == R_Q || r == R_K)
                 continue;
             double gain = 1;
-            if (lmc_awq_clip_linear(b.w[r], b.rows[r], b.cols[r], b.x[role_site[r]], b.N, o,
-                                    &gain, err))
+            if (b.dev ? clip_device(&b, r, g, ng, gr, o, &gain, err)
+                      : lmc_awq_clip_linear(b.w[r], b.rows[r], b.cols[r], b.x[role_site[r]], b.N,
+                                            o, &gain, err))
                 goto out;
             cJSON_AddNumberToObject(rep[r], "clip_err_ratio", gain);
         }
@@ -837,7 +948,11 @@ void lmc_awq_pass(lmc_pass *p, const lmc_awq_opts *o)
     /* mean |x| for the scales; calibration also gives the block inputs the
      * searches run on */
     p->stats = (o->scale || o->clip) ? LMC_STAT_ABS_MEAN : 0;
-    p->needs = LMC_PASS_BLOCK_W | LMC_PASS_INPUTS; /* the searches run the block on the CPU */
+    /* the searches run the block on the CPU, or on the GPU on the inputs the
+     * backend keeps there */
+    p->needs = LMC_PASS_BLOCK_W | LMC_PASS_INPUTS;
+    p->device_skips = LMC_PASS_BLOCK_W | LMC_PASS_INPUTS;
+    p->device_capture_tokens = (o->scale || o->clip) ? o->search_tokens : 0;
     p->opts = o;
     p->compress_block = awq_block;
     p->end = awq_end;

@@ -32,6 +32,8 @@ typedef struct lmc_block_stats {
     unsigned device_only; /* of those, kept where the backend computes them (no host
                              arrays): a device solver reads them there */
     lmc_site_stats site[LMC_SITE_COUNT];
+    int capture_windows; /* a device backend keeps every site's inputs of the first
+                            windows where it runs (AWQ's search on the GPU) */
     double seconds; /* time spent accumulating, summed over blocks (not reset) */
     float *tmp;     /* private: one window's x x^T, the widest site, between reset and finish */
     size_t tmp_elems;

@@ -619,6 +619,7 @@ static int cuda_block_forward(lmc_backend *b, lmc_acts *a, lmc_block_stats *st, 
     cs.want_abs_sum = (st->flags & LMC_STAT_ABS_MEAN) != 0;
     cs.want_abs_max = (st->flags & LMC_STAT_ABS_MAX) != 0;
     cs.want_sq_sum = (st->flags & LMC_STAT_SQ_SUM) != 0;
+    cs.capture_windows = st->capture_windows;
     for (int s = 0; s < LMC_SITE_COUNT; s++) {
         lmc_site_stats *ss = &st->site[s];
         if (ss->dim != lmc_site_dim(&cm->cfg, (lmc_site)s))

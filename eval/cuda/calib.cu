@@ -28,6 +28,9 @@ struct calib_state {
     double *part;               /* per row split partial sums [2][splits][dim], widest site */
     size_t part_elems;
     unsigned *amax[4];          /* [dim], float bits of max |x| */
+    void *cap[4];               /* captured inputs [cap_rows][dim], compute type */
+    int64_t cap_alloc[4];       /* rows cap[s] holds room for */
+    int64_t cap_rows;           /* rows captured by the last observed forward */
     std::vector<cudaEvent_t> ev; /* pairs around each accumulation */
     size_t ev_used;
 };
@@ -54,7 +57,10 @@ static int state(lmc_cu *cu, lmc_error *err)
         cu->cs->ntok[s] = 0;
         cu->cs->asum[s] = cu->cs->sq[s] = NULL;
         cu->cs->amax[s] = NULL;
+        cu->cs->cap[s] = NULL;
+        cu->cs->cap_alloc[s] = 0;
     }
+    cu->cs->cap_rows = 0;
     cu->cs->ev_used = 0;
     return 0;
 }
@@ -219,6 +225,7 @@ __global__ void k_mirror(double *H, int d)
 struct obs_ctx {
     lmc_cu *cu;
     const lmc_cu_stats *want;
+    int64_t row0; /* the chunk's first row among all windows' */
 };
 
 static cudaEvent_t next_event(calib_state *cs)
@@ -233,10 +240,16 @@ static cudaEvent_t next_event(calib_state *cs)
 }
 
 template <typename T>
-static int observe_t(lmc_cu *cu, const lmc_cu_stats *w, int s, const T *x, int n, int dim,
-                     lmc_error *err)
+static int observe_t(lmc_cu *cu, const lmc_cu_stats *w, int64_t row0, int s, const T *x, int n,
+                     int dim, lmc_error *err)
 {
     calib_state *cs = cu->cs;
+    if (row0 < cs->cap_rows) {
+        int64_t k = std::min<int64_t>(n, cs->cap_rows - row0);
+        CUDA_OK(cudaMemcpyAsync((T *)cs->cap[s] + (size_t)row0 * dim, x,
+                                (size_t)k * dim * sizeof(T), cudaMemcpyDeviceToDevice, cu->st),
+                "capturing site inputs");
+    }
     cudaEvent_t e0 = next_event(cs), e1 = next_event(cs);
     if (e0)
         cudaEventRecord(e0, cu->st);
@@ -281,17 +294,31 @@ static int observe(void *ctx, int s, const void *x, int n, int dim, lmc_error *e
         return lmc_fail(err, "statistics: site %d has %d columns, expected %lld", s, dim,
                         (long long)cu->cs->dim[s]);
     if (cu->prec == PREC_FP32)
-        return observe_t(cu, o->want, s, (const float *)x, n, dim, err);
+        return observe_t(cu, o->want, o->row0, s, (const float *)x, n, dim, err);
     if (cu->prec == PREC_BF16)
-        return observe_t(cu, o->want, s, (const bf16 *)x, n, dim, err);
-    return observe_t(cu, o->want, s, (const f16 *)x, n, dim, err);
+        return observe_t(cu, o->want, o->row0, s, (const bf16 *)x, n, dim, err);
+    return observe_t(cu, o->want, o->row0, s, (const f16 *)x, n, dim, err);
 }
 
-/* Accumulators for what w wants, zeroed. */
-static int stats_reset(lmc_cu *cu, const lmc_cu_stats *w, lmc_error *err)
+/* Accumulators for what w wants, zeroed; room for the captured rows. */
+static int stats_reset(lmc_cu *cu, const lmc_cu_stats *w, int64_t cap_rows, lmc_error *err)
 {
     calib_state *cs = cu->cs;
     int64_t wide = 0;
+    cs->cap_rows = 0;
+    for (int s = 0; s < 4 && cap_rows > 0; s++)
+        if (cs->cap_alloc[s] < cap_rows) {
+            dfree(cu, cs->cap[s]);
+            cs->cap[s] = NULL;
+            cs->cap_alloc[s] = 0;
+            char what[96];
+            snprintf(what, sizeof what, "the inputs of %lld calibration tokens kept for the search",
+                     (long long)cap_rows);
+            if (dalloc(cu, &cs->cap[s], (size_t)cap_rows * cs->dim[s] * cu->es, what, err) < 0)
+                return -1;
+            cs->cap_alloc[s] = cap_rows;
+        }
+    cs->cap_rows = cap_rows;
     for (int s = 0; s < 4; s++) {
         size_t d = (size_t)cs->dim[s];
         cs->ntok[s] = 0;
@@ -383,9 +410,10 @@ extern "C" int lmc_cu_calib_forward(lmc_cu *cu, lmc_cu_acts *a, lmc_cu_stats *st
     if (cu->d.rope && !cu->rope_cos)
         return lmc_fail(err, "RoPE tables not set");
     int S = a->S, per = cu->max_tokens / S, H = cu->d.hidden;
-    if (st && stats_reset(cu, st, err) < 0)
+    int64_t cap_rows = st ? (int64_t)std::min(std::max(st->capture_windows, 0), a->nwin) * S : 0;
+    if (st && stats_reset(cu, st, cap_rows, err) < 0)
         return -1;
-    obs_ctx oc = {cu, st};
+    obs_ctx oc = {cu, st, 0};
     lmc_cu_observer obs = {observe, &oc, 1};
     void *own_x = cu->x;
     int rc = 0;
@@ -393,6 +421,7 @@ extern "C" int lmc_cu_calib_forward(lmc_cu *cu, lmc_cu_acts *a, lmc_cu_stats *st
         int k = std::min(per, a->nwin - w0), n = k * S;
         float *xc = a->x + (size_t)w0 * S * H;
         const float *pending = NULL;
+        oc.row0 = (int64_t)w0 * S;
         if (st) { /* observed: on a copy, the activations stay */
             cudaError_t e = cudaMemcpyAsync(cu->x, xc, (size_t)n * H * 4,
                                             cudaMemcpyDeviceToDevice, cu->st);
@@ -416,6 +445,17 @@ extern "C" int lmc_cu_calib_forward(lmc_cu *cu, lmc_cu_acts *a, lmc_cu_stats *st
         return -1;
     CUDA_OK(cudaStreamSynchronize(cu->st), "calibration forward");
     return st ? stats_download(cu, st, err) : 0;
+}
+
+extern "C" int lmc_cu_site_capture(lmc_cu *cu, int s, const void **x, int64_t *rows,
+                                   int64_t *dim, lmc_error *err)
+{
+    if (!cu->cs || s < 0 || s > 3 || !cu->cs->cap[s] || cu->cs->cap_rows == 0)
+        return lmc_fail(err, "no captured inputs on the device for site %d", s);
+    *x = cu->cs->cap[s];
+    *rows = cu->cs->cap_rows;
+    *dim = cu->cs->dim[s];
+    return 0;
 }
 
 extern "C" int lmc_cu_site_hessian(lmc_cu *cu, int s, const double **H, int64_t *dim,

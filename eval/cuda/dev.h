@@ -176,6 +176,8 @@ int lmc_cu_calib_set_block(lmc_cu *cu, int layer, lmc_error *err);
  * when its host array is NULL. */
 typedef struct lmc_cu_stats {
     int want_hessian, want_abs_sum, want_abs_max, want_sq_sum;
+    int capture_windows; /* keep every site's inputs of the first windows on the device
+                            (lmc_cu_site_capture): AWQ's search runs on them */
     double *xtx[4], *abs_sum[4], *abs_max[4], *sq_sum[4];
     int64_t ntok[4];  /* out: rows accumulated per site */
     double seconds;   /* out: device time of the accumulation */
@@ -184,6 +186,11 @@ typedef struct lmc_cu_stats {
  * into fresh sums (a unchanged); st == NULL: the outputs replace a's
  * activations. */
 int lmc_cu_calib_forward(lmc_cu *cu, lmc_cu_acts *a, lmc_cu_stats *st, lmc_error *err);
+/* Site s's inputs of the last observed forward's first capture_windows
+ * windows, [rows][dim] in the compute type (valid until the next observed
+ * forward). */
+int lmc_cu_site_capture(lmc_cu *cu, int s, const void **x, int64_t *rows, int64_t *dim,
+                        lmc_error *err);
 /* Site s's Sum x x^T of the last observed forward, double [dim][dim] on the
  * device (valid until the next observed forward), its dim and rows. */
 int lmc_cu_site_hessian(lmc_cu *cu, int s, const double **H, int64_t *dim, int64_t *ntok,

@@ -37,7 +37,7 @@ for m in $MODELS; do
           "sparsegpt --sparsity 0.5 --bits 4" "wanda --sparsity 0.5" "wanda --nm 2:4"
           "magnitude --sparsity 0.5" "rtn --bits 3 --group -1"
           "smoothquant --alpha 0.5" "int8" "svd --keep 0.8 --method whiten")
-    [ "$m" = opt-s ] && cfgs+=("awq --bits 4 --group 128")
+    cfgs+=("awq --bits 4 --group 128")
     for c in "${cfgs[@]}"; do
         if [ -n "${LMC_PASSES_ONLY:-}" ]; then
             case " $LMC_PASSES_ONLY " in *" ${c%% *} "*) ;; *) continue ;; esac
