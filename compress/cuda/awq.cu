@@ -122,6 +122,13 @@ __device__ __forceinline__ void awq_fit(int bits, int sym, float mx, float mn, f
     *zero = (int)z;
 }
 
+/* The group's scale and zero from each lane's partial max, min, max |x| */
+__device__ __forceinline__ void warp_fit(int bits, int sym, float mx, float mn, float am,
+                                         float *scale, int *zero)
+{
+    awq_fit(bits, sym, warp_max(mx), warp_min(mn), warp_max(am), scale, zero);
+}
+
 /* lmc_quant_code then lmc_qgroup_dequant */
 __device__ __forceinline__ float awq_qdq(float x, float scale, int zero, int maxq)
 {
@@ -149,12 +156,9 @@ __global__ void k_awq_cand(const float *W, int64_t rows, int cols, int g, int ng
         mn = fminf(mn, x);
         am = fmaxf(am, fabsf(x));
     }
-    mx = warp_max(mx);
-    mn = warp_min(mn);
-    am = warp_max(am);
     float sc;
     int z;
-    awq_fit(bits, sym, mx, mn, am, &sc, &z);
+    warp_fit(bits, sym, mx, mn, am, &sc, &z);
     int maxq = (1 << bits) - 1;
     T *o = out + r * cols + c0;
     for (int c = lane; c < m; c += 32) {
@@ -229,12 +233,9 @@ __global__ void k_clip_diff(const float *W, int rc, int cols, int g, int ng, int
         mn = fminf(mn, x);
         am = fmaxf(am, fabsf(x));
     }
-    mx = warp_max(mx);
-    mn = warp_min(mn);
-    am = warp_max(am);
     float sc;
     int z;
-    awq_fit(bits, sym, mx, mn, am, &sc, &z);
+    warp_fit(bits, sym, mx, mn, am, &sc, &z);
     int maxq = (1 << bits) - 1;
     float *d = D + ((size_t)i * rc + r) * cols + c0;
     for (int c = lane; c < m; c += 32) {
