@@ -137,7 +137,9 @@ __device__ __forceinline__ float awq_qdq(float x, float scale, int zero, int max
     return scale * (float)(c - zero);
 }
 
-/* One warp per (row, group): out[r][c] = Q(W[r][c] s[c]) / s[c] (s NULL: 1). */
+/* One warp per (row, group): out[r][c] = Q(W[r][c] s[c]) / s[c]. The same
+ * group walk as k_clip_diff with another element transform (scaled here,
+ * clamped there). */
 template <typename T>
 __global__ void k_awq_cand(const float *W, int64_t rows, int cols, int g, int ng, const float *s,
                            int bits, int sym, T *out)
