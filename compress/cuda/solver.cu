@@ -39,43 +39,6 @@ struct lmc_cuda_hinv {
     float *U; /* [n][n] row-major upper, permuted order */
 };
 
-#define SOLVER_OK(call, what)                                                                 \
-    do {                                                                                      \
-        cusolverStatus_t s_ = (call);                                                         \
-        if (s_ != CUSOLVER_STATUS_SUCCESS)                                                    \
-            return lmc_fail(err, "cuSOLVER: %s: status %d", what, (int)s_);                   \
-    } while (0)
-
-/* A device buffer of cu's accounting that frees itself. */
-struct cbuf {
-    lmc_cu *cu = NULL;
-    void *p = NULL;
-    ~cbuf() { release(); }
-    void release()
-    {
-        if (p)
-            dfree(cu, p);
-        p = NULL;
-    }
-    int alloc(lmc_cu *c, size_t bytes, lmc_error *err)
-    {
-        release();
-        cu = c;
-        return dalloc(c, &p, bytes, "the solver", err);
-    }
-    template <typename T> T *as() const { return (T *)p; }
-};
-
-static int dn_handle(lmc_cu *cu, lmc_error *err)
-{
-    if (cu->dn)
-        return 0;
-    SOLVER_OK(cusolverDnCreate(&cu->dn), "cusolverDnCreate");
-    SOLVER_OK(cusolverDnSetStream(cu->dn, cu->st), "cusolverDnSetStream");
-    SOLVER_OK(cusolverDnCreateParams(&cu->dn_params), "cusolverDnCreateParams");
-    return 0;
-}
-
 /* ---- prepare ---- */
 
 __global__ void k_diag_check(const double *H, int64_t n, double f, double *diag,
@@ -172,7 +135,7 @@ static int hinv_build(lmc_cuda_hinv *h, const double *H, int64_t ntok, const lmc
             "solver");
     CUDA_OK(cudaMemcpyAsync(diagb.p, diag.data(), (size_t)n * 8, cudaMemcpyHostToDevice, cu->st),
             "solver");
-    if (dn_handle(cu, err) < 0 || A.alloc(cu, nn * 8, err) < 0 || info.alloc(cu, 4, err) < 0)
+    if (lmc_cu_dn_handle(cu, err) < 0 || A.alloc(cu, nn * 8, err) < 0 || info.alloc(cu, 4, err) < 0)
         return -1;
     size_t wd1 = 0, wh1 = 0, wd2 = 0, wh2 = 0;
     SOLVER_OK(cusolverDnXpotrf_bufferSize(cu->dn, cu->dn_params, CUBLAS_FILL_MODE_LOWER, n,

@@ -19,4 +19,12 @@
             return lmc_fail(err, "cuBLAS: %s: %s", what, cublasGetStatusString(s_));          \
     } while (0)
 
+/* cuSOLVER (only where cusolverDn.h is included) */
+#define SOLVER_OK(call, what)                                                                 \
+    do {                                                                                      \
+        cusolverStatus_t s_ = (call);                                                         \
+        if (s_ != CUSOLVER_STATUS_SUCCESS)                                                    \
+            return lmc_fail(err, "cuSOLVER: %s: status %d", what, (int)s_);                   \
+    } while (0)
+
 #endif

@@ -51,6 +51,10 @@ int lmc_cu_device(char *name, size_t name_len, lmc_error *err);
 int lmc_cu_new(const lmc_cu_dims *d, int prec, int res_half, int max_tokens, int calib,
                lmc_cu **out, lmc_error *err);
 void lmc_cu_free(lmc_cu *cu);
+/* A context without a model: a stream, cuBLAS (cuSOLVER on first use) and
+ * the device-memory accounting, for the solvers of passes that run no
+ * calibration forward (compress/cuda/svd.cu). Free with lmc_cu_free. */
+int lmc_cu_new_compute(lmc_cu **out, lmc_error *err);
 /* Device memory held by lmc's own buffers now, and the most held. */
 size_t lmc_cu_bytes(const lmc_cu *cu);
 size_t lmc_cu_peak_bytes(const lmc_cu *cu);

@@ -55,6 +55,16 @@ int dalloc(lmc_cu *cu, void **p, size_t bytes, const char *what, lmc_error *err)
     return 0;
 }
 
+int lmc_cu_dn_handle(lmc_cu *cu, lmc_error *err)
+{
+    if (cu->dn)
+        return 0;
+    SOLVER_OK(cusolverDnCreate(&cu->dn), "cusolverDnCreate");
+    SOLVER_OK(cusolverDnSetStream(cu->dn, cu->st), "cusolverDnSetStream");
+    SOLVER_OK(cusolverDnCreateParams(&cu->dn_params), "cusolverDnCreateParams");
+    return 0;
+}
+
 void dfree(lmc_cu *cu, void *p)
 {
     if (!p)
@@ -463,6 +473,22 @@ static int cu_setup(lmc_cu *cu, lmc_error *err)
         dalloc(cu, (void **)&cu->ids, T * 4, "activations", err) < 0 ||
         dalloc(cu, (void **)&cu->tgt, T * 4, "activations", err) < 0)
         return -1;
+    return 0;
+}
+
+extern "C" int lmc_cu_new_compute(lmc_cu **out, lmc_error *err)
+{
+    *out = NULL;
+    if (lmc_cu_device(NULL, 0, err) < 0)
+        return -1;
+    lmc_cu *cu = new lmc_cu();
+    cu->prec = PREC_FP32;
+    cu->es = esize_of(PREC_FP32);
+    if (make_engine(&cu->gemm, &cu->st, PREC_FP32, err) < 0) {
+        lmc_cu_free(cu);
+        return -1;
+    }
+    *out = cu;
     return 0;
 }
 

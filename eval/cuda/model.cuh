@@ -106,6 +106,29 @@ void prof_collect(lmc_cu *cu);
 int dalloc(lmc_cu *cu, void **p, size_t bytes, const char *what, lmc_error *err);
 /* Frees p (from dalloc; NULL: nothing) before lmc_cu_free. */
 void dfree(lmc_cu *cu, void *p);
+/* cu->dn and cu->dn_params on cu's stream, created on first use (the
+ * solvers of compress/cuda/). */
+int lmc_cu_dn_handle(lmc_cu *cu, lmc_error *err);
+/* A device buffer of cu's accounting that frees itself. */
+struct cbuf {
+    lmc_cu *cu = NULL;
+    void *p = NULL;
+    ~cbuf() { release(); }
+    void release()
+    {
+        if (p)
+            dfree(cu, p);
+        p = NULL;
+    }
+    int alloc(lmc_cu *c, size_t bytes, lmc_error *err, const char *what = "the solver")
+    {
+        release();
+        cu = c;
+        return dalloc(c, &p, bytes, what, err);
+    }
+    template <typename T> T *as() const { return (T *)p; }
+};
+
 /* Observer of a block's linear inputs on the device (calibration):
  * fn(ctx, site, x [n][dim] in the weight type) after each site is computed;
  * skip_down: the down product is not needed (outputs discarded). */
