@@ -142,7 +142,7 @@ int lmc_driver_run(lmc_model *m, const lmc_pass *p, const lmc_windows *win,
         lmc_pass_ctx ctx = {
             .model = m, .layer = layer, .stats = calibrated ? &stats : NULL,
             .nwin = calibrated ? win->n : 0, .seqlen = calibrated ? win->seqlen : 0,
-            .backend = be, .report = report,
+            .backend = be, .device = o->backend.device, .report = report,
         };
         if (host_fill(&hs, p, m, acts, &ctx, err) || p->compress_block(p, &ctx, err)) {
             char pre[64];
@@ -210,6 +210,8 @@ out:
     }
     lmc_block_w_release(&hs.bw);
     lmc_scratch_free(hs.scratch);
+    if (p->release)
+        p->release(p);
     lmc_acts_free(acts);
     lmc_backend_close(be);
     lmc_block_stats_free(&stats);

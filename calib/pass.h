@@ -28,6 +28,8 @@ typedef struct lmc_pass_ctx {
     int nwin, seqlen;           /* calibration windows (0 without calibration) */
     lmc_backend *backend;       /* the calibration backend, or NULL: device solvers run
                                    there (compress/site_hinv.h) */
+    lmc_device device;          /* the device asked for (passes without calibration have
+                                   no backend but may still compute there) */
     cJSON *report;              /* array: append one object per compressed tensor */
     int warnings;               /* incremented for each warning logged */
     /* LMC_PASS_BLOCK_W */
@@ -58,6 +60,10 @@ typedef struct lmc_pass {
     /* Optional: called once before block 0 / after the last block. */
     int (*begin)(const struct lmc_pass *p, lmc_model *m, lmc_error *err);
     int (*end)(const struct lmc_pass *p, lmc_model *m, cJSON *summary, lmc_error *err);
+    /* Optional: called once when the driver is done with the pass, after
+     * end() or on a failure, before the backend closes (what the pass kept
+     * from block to block, on the backend's device too). */
+    void (*release)(const struct lmc_pass *p);
 } lmc_pass;
 
 /* Windows of seqlen tokens among nwin that hold `tokens` tokens: at least
