@@ -14,6 +14,11 @@
 #include "../core/log.h"
 #include "../core/lowrank.h"
 #include "../eval/weights.h"
+#ifdef LMC_HAVE_CUDA
+#include "cuda/svd_cuda.h"
+#else
+typedef struct lmc_cuda_svd lmc_cuda_svd; /* never opened without CUDA */
+#endif
 
 void lmc_svd_opts_default(lmc_svd_opts *o)
 {
@@ -146,6 +151,7 @@ int lmc_svd_factor(const float *w, int64_t rows, int64_t cols, int rank, lmc_svd
     if ((m == LMC_SVD_ASVD && !s) || (m == LMC_SVD_WHITEN && !xtx))
         return lmc_fail(err, "%s needs calibration statistics", lmc_svd_method_name(m));
     memset(info, 0, sizeof *info);
+    info->routine = "dgesdd";
     size_t nw = (size_t)rows * (size_t)cols;
     double *M = malloc(nw * sizeof *M);
     double *U = malloc((size_t)rows * (size_t)k * sizeof *U);
@@ -190,6 +196,7 @@ int lmc_svd_factor(const float *w, int64_t rows, int64_t cols, int rank, lmc_svd
         else if (m == LMC_SVD_WHITEN)
             cblas_dtrmm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit,
                         (int)rows, (int)cols, 1.0, L, (int)cols, M, (int)cols);
+        info->routine = "dgesvd";
         double *superb = malloc((size_t)k * sizeof *superb);
         li = superb ? LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'S', 'S', (lapack_int)rows,
                                      (lapack_int)cols, M, (lapack_int)cols, sv, U, (lapack_int)k,
@@ -301,14 +308,62 @@ static double rel_fro(const float *w, const float *w2, size_t n)
     return den > 0 ? sqrt(num / den) : 0;
 }
 
+/* Factor with LAPACK on the host, or on the GPU (dev). */
+static int factor(lmc_cuda_svd *dev, const float *w, int64_t rows, int64_t cols, int r,
+                  lmc_svd_method m, const double *s, const double *xtx, int site, float *A,
+                  float *B, lmc_svd_info *info, lmc_error *err)
+{
+#ifdef LMC_HAVE_CUDA
+    if (dev) {
+        lmc_cuda_svd_info di;
+        if (lmc_cuda_svd_factor(dev, w, rows, cols, r, (int)m, s, xtx, site, A, B, &di, err))
+            return -1;
+        info->energy = di.energy;
+        info->damp = di.damp;
+        info->routine = di.qr ? "cusolver gesvd" : "cusolver gesvdp";
+        return 0;
+    }
+#else
+    (void)dev, (void)site;
+#endif
+    return lmc_svd_factor(w, rows, cols, r, m, s, xtx, A, B, info, err);
+}
+
+/* The error of what is stored (fp16 factors included): relative Frobenius
+ * and, whitening, over the calibration inputs (-1: not computed). On the
+ * GPU from the factors it still holds, else from the decoded blob. */
+static int stored_error(lmc_cuda_svd *dev, const lmc_tensor *t, const float *w, int64_t rows,
+                        int64_t cols, int whiten, const double *xtx, int site, double *rel,
+                        double *rel_out, lmc_error *err)
+{
+#ifdef LMC_HAVE_CUDA
+    if (dev)
+        return lmc_cuda_svd_stored_error(dev, t->enc.inner == LMC_ENC_F16, rows, cols,
+                                         t->enc.rank, whiten, xtx, site, rel, rel_out, err);
+#else
+    (void)dev, (void)site;
+#endif
+    float *back = malloc((size_t)rows * (size_t)cols * sizeof *back);
+    if (!back)
+        return lmc_fail(err, "out of memory");
+    if (lmc_enc_lowrank_traits.to_f32(&t->enc, t->data, rows, cols, back, err)) {
+        free(back);
+        return -1;
+    }
+    *rel = rel_fro(w, back, (size_t)rows * (size_t)cols);
+    *rel_out = whiten ? rel_output_error(w, back, rows, cols, xtx) : -1;
+    free(back);
+    return 0;
+}
+
 static int svd_one(lmc_svd_run *run, lmc_pass_ctx *ctx, const lmc_linear_desc *d,
-                   lmc_error *err)
+                   lmc_cuda_svd *dev, lmc_error *err)
 {
     const lmc_svd_opts *o = &run->o;
     double t0 = lmc_now();
     char name[64];
     snprintf(name, sizeof name, "blk.%d.%s.weight", ctx->layer, d->role);
-    float *w = NULL, *A = NULL, *B = NULL, *back = NULL;
+    float *w = NULL, *A = NULL, *B = NULL;
     double *s = NULL;
     uint8_t *blob = NULL;
     int64_t rows, cols;
@@ -333,9 +388,11 @@ static int svd_one(lmc_svd_run *run, lmc_pass_ctx *ctx, const lmc_linear_desc *d
         return 0;
     }
     const lmc_site_stats *st = ctx->stats ? &ctx->stats->site[d->site] : NULL;
+    /* whitening on the GPU reads the Hessian where the backend keeps it */
+    int h_dev = dev && ctx->stats && (ctx->stats->device_only & LMC_STAT_HESSIAN);
     if (o->method != LMC_SVD_PLAIN) {
         if (!st || st->dim != cols ||
-            (o->method == LMC_SVD_ASVD ? !st->abs_sum : !st->xtx)) {
+            (o->method == LMC_SVD_ASVD ? !st->abs_sum : !st->xtx && !h_dev)) {
             lmc_fail(err, "%s: no calibration statistics of width %lld for site %s", name,
                      (long long)cols, lmc_site_name(d->site));
             goto out;
@@ -343,18 +400,17 @@ static int svd_one(lmc_svd_run *run, lmc_pass_ctx *ctx, const lmc_linear_desc *d
     }
     A = malloc((size_t)rows * (size_t)r * sizeof *A);
     B = malloc((size_t)r * (size_t)cols * sizeof *B);
-    back = malloc((size_t)rows * (size_t)cols * sizeof *back);
     if (o->method == LMC_SVD_ASVD)
         s = malloc((size_t)cols * sizeof *s);
-    if (!A || !B || !back || (o->method == LMC_SVD_ASVD && !s)) {
+    if (!A || !B || (o->method == LMC_SVD_ASVD && !s)) {
         lmc_fail(err, "%s: out of memory", name);
         goto out;
     }
     if (s)
         lmc_asvd_scales(st->abs_sum, st->ntok, cols, o->alpha, s);
     lmc_svd_info info;
-    if (lmc_svd_factor(w, rows, cols, r, o->method, s,
-                       o->method == LMC_SVD_WHITEN ? st->xtx : NULL, A, B, &info, err)) {
+    const double *xtx = o->method == LMC_SVD_WHITEN && !h_dev ? st->xtx : NULL;
+    if (factor(dev, w, rows, cols, r, o->method, s, xtx, (int)d->site, A, B, &info, err)) {
         lmc_fail_prefix(err, name);
         goto out;
     }
@@ -372,14 +428,12 @@ static int svd_one(lmc_svd_run *run, lmc_pass_ctx *ctx, const lmc_linear_desc *d
     t.data = blob;
     t.nbytes = nb;
     t.owned = blob;
-    /* the error of what is stored (fp16 factors included) */
-    if (lmc_enc_lowrank_traits.to_f32(&t.enc, blob, rows, cols, back, err)) {
+    double rel = 0, rel_out = -1;
+    if (stored_error(dev, &t, w, rows, cols, o->method == LMC_SVD_WHITEN, xtx, (int)d->site,
+                     &rel, &rel_out, err)) {
         lmc_fail_prefix(err, name);
         goto out;
     }
-    double rel = rel_fro(w, back, (size_t)rows * (size_t)cols);
-    double rel_out = o->method == LMC_SVD_WHITEN ? rel_output_error(w, back, rows, cols, st->xtx)
-                                                 : -1;
     if (lmc_model_set_tensor(ctx->model, &t, err))
         goto out;
     blob = NULL; /* the model owns it now */
@@ -393,6 +447,7 @@ static int svd_one(lmc_svd_run *run, lmc_pass_ctx *ctx, const lmc_linear_desc *d
     if (rel_out >= 0)
         cJSON_AddNumberToObject(rep, "rel_output_error", rel_out);
     cJSON_AddNumberToObject(rep, "energy", info.energy);
+    cJSON_AddStringToObject(rep, "routine", info.routine);
     if (o->method == LMC_SVD_WHITEN) {
         cJSON_AddNumberToObject(rep, "damp", info.damp);
         if (info.damp > 0) {
@@ -409,7 +464,7 @@ out:
     } else {
         cJSON_Delete(rep);
     }
-    free(w), free(A), free(B), free(back), free(s), free(blob);
+    free(w), free(A), free(B), free(s), free(blob);
     return rc;
 }
 
@@ -418,10 +473,26 @@ static int svd_block(const lmc_pass *p, lmc_pass_ctx *ctx, lmc_error *err)
     lmc_svd_run *run = (lmc_svd_run *)p->opts; /* the pass's own run record */
     lmc_linear_desc lin[8];
     int nl = lmc_block_linears(&ctx->model->cfg, lin);
+#ifdef LMC_HAVE_CUDA
+    /* on the calibration backend's device, or (plain: no calibration) on
+     * a context of the pass's own; kept, with its buffers, until release */
+    if (ctx->device != LMC_DEVICE_CPU && !run->dev &&
+        lmc_cuda_svd_open(ctx->backend, (lmc_cuda_svd **)&run->dev, err))
+        return -1;
+#endif
     for (int i = 0; i < nl; i++)
-        if (svd_one(run, ctx, &lin[i], err))
+        if (svd_one(run, ctx, &lin[i], run->dev, err))
             return -1;
     return 0;
+}
+
+static void svd_release(const lmc_pass *p)
+{
+    lmc_svd_run *run = (lmc_svd_run *)p->opts;
+#ifdef LMC_HAVE_CUDA
+    lmc_cuda_svd_free(run->dev);
+#endif
+    run->dev = NULL;
 }
 
 static int svd_begin(const lmc_pass *p, lmc_model *m, lmc_error *err)
@@ -430,6 +501,7 @@ static int svd_begin(const lmc_pass *p, lmc_model *m, lmc_error *err)
     lmc_svd_run *run = (lmc_svd_run *)p->opts;
     run->params_before = run->params_after = 0;
     run->n_factored = run->n_dense = 0;
+    run->dev = NULL;
     return 0;
 }
 
@@ -449,6 +521,13 @@ static int svd_end(const lmc_pass *p, lmc_model *m, cJSON *summary, lmc_error *e
                                 run->params_before ? (double)run->params_after /
                                                          (double)run->params_before
                                                    : 1.0);
+        /* a calibration backend reports its own (it held these buffers) */
+        size_t pk = 0;
+#ifdef LMC_HAVE_CUDA
+        pk = lmc_cuda_svd_peak_bytes(run->dev);
+#endif
+        if (pk)
+            cJSON_AddNumberToObject(summary, "device_peak_bytes", (double)pk);
     }
     return 0;
 }
@@ -460,7 +539,10 @@ int lmc_svd_pass(lmc_pass *p, lmc_svd_run *run, lmc_error *err)
     unsigned stats = run->o.method == LMC_SVD_ASVD     ? LMC_STAT_ABS_MEAN
                      : run->o.method == LMC_SVD_WHITEN ? LMC_STAT_HESSIAN
                                                        : 0;
-    *p = (lmc_pass){.name = "svd", .stats = stats, .opts = run, .compress_block = svd_block,
-                    .begin = svd_begin, .end = svd_end};
+    /* whitening's device twin reads the Hessian on the GPU */
+    *p = (lmc_pass){.name = "svd", .stats = stats,
+                    .device_stats = stats & LMC_STAT_HESSIAN, .opts = run,
+                    .compress_block = svd_block, .begin = svd_begin, .end = svd_end,
+                    .release = svd_release};
     return 0;
 }

@@ -19,7 +19,11 @@
  * Rank: --rank R, or --keep F: r = floor(F * out * in / (out + in)) (at
  * least 1), so that the factors hold at most F of the parameters. A linear
  * where r * (out + in) >= out * in (the factors would not be smaller) is
- * left as it is, and the report says so. */
+ * left as it is, and the report says so.
+ *
+ * With --device cuda the factorization and the output error run on the GPU
+ * (compress/cuda/svd_cuda.h, cuSOLVER in double), whitening on the Hessian
+ * where the calibration backend accumulated it. */
 #ifndef LMC_SVD_H
 #define LMC_SVD_H
 
@@ -50,6 +54,7 @@ int lmc_svd_rank(const lmc_svd_opts *o, int64_t rows, int64_t cols);
 typedef struct lmc_svd_info {
     double energy;  /* fraction of the (scaled/whitened) spectrum's energy kept */
     double damp;    /* whiten: damping added, as a fraction of mean diag(H) */
+    const char *routine; /* the SVD that computed it: dgesdd, or dgesvd where it failed */
 } lmc_svd_info;
 
 /* Factor w [rows][cols] into A [rows][rank], B [rank][cols] (fp32, caller's
@@ -71,6 +76,7 @@ typedef struct lmc_svd_run {
     lmc_svd_opts o;
     int64_t params_before, params_after; /* over the block linears */
     int n_factored, n_dense;
+    void *dev;                /* the GPU's context, from the first block to release() */
 } lmc_svd_run;
 
 int lmc_svd_pass(lmc_pass *p, lmc_svd_run *run, lmc_error *err);
