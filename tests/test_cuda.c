@@ -32,6 +32,7 @@
 #include "../formats/arch.h"
 #ifdef LMC_HAVE_CUDA
 #include "../eval/cuda/test_hooks.h"
+#include "../compress/cuda/svd_cuda.h"
 #endif
 #include "../eval/forward_ops.h"
 #include "../eval/perplexity.h"
@@ -1161,6 +1162,144 @@ START_TEST(test_load_errors)
 }
 END_TEST
 
+
+/* ---- the SVD pass's factorization against LAPACK's ---- */
+
+/* sum_k A[r][k] B[k][c] in double */
+static void lr_product(const float *A, const float *B, int64_t rows, int64_t cols, int r,
+                       double *P)
+{
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) {
+            double s = 0;
+            for (int k = 0; k < r; k++)
+                s += (double)A[i * r + k] * (double)B[k * cols + j];
+            P[i * cols + j] = s;
+        }
+}
+
+/* Shapes wide, tall and square, each method; case 3 of each shape: a
+ * weight of rank 4 factored at rank 12 (a singular spectrum), whitening
+ * on an x x^T with a dead input channel (damped on both devices). */
+START_TEST(test_svd_factor)
+{
+    if (!gpu())
+        return;
+    static const int64_t shapes[3][2] = {{40, 72}, {72, 40}, {56, 56}};
+    const int64_t rows = shapes[_i / 4][0], cols = shapes[_i / 4][1];
+    const int variant = _i % 4; /* 0 plain, 1 asvd, 2 whiten, 3 rank-deficient whiten */
+    const lmc_svd_method m = variant == 0 ? LMC_SVD_PLAIN
+                             : variant == 1 ? LMC_SVD_ASVD
+                                            : LMC_SVD_WHITEN;
+    const int r = 12;
+    lmc_test_rng_seed(900 + _i);
+    float *w = rnd((size_t)rows * cols, 0.1, -0.05);
+    if (variant == 3) { /* w = P Q, P [rows][4], Q [4][cols] */
+        float *P = rnd((size_t)rows * 4, 1, -0.5), *Q = rnd((size_t)4 * cols, 1, -0.5);
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = 0; j < cols; j++) {
+                float a = 0;
+                for (int k = 0; k < 4; k++)
+                    a += P[i * 4 + k] * Q[k * cols + j];
+                w[i * cols + j] = a;
+            }
+        free(P), free(Q);
+    }
+    double *sc = malloc(sizeof(double) * cols), *xtx = calloc((size_t)cols * cols, 8);
+    for (int64_t j = 0; j < cols; j++)
+        sc[j] = 1.2 + lmc_test_urand(); /* urand: [-1, 1) */
+    const int ntok = 3 * (int)cols;
+    float *x = rnd((size_t)ntok * cols, 2, -1);
+    for (int t = 0; t < ntok; t++) {
+        if (variant == 3)
+            x[(size_t)t * cols + 5] = 0; /* a dead channel: x x^T singular */
+        for (int64_t a = 0; a < cols; a++)
+            for (int64_t b = 0; b < cols; b++)
+                xtx[a * cols + b] += (double)x[(size_t)t * cols + a] * x[(size_t)t * cols + b];
+    }
+    float *A0 = malloc(sizeof(float) * rows * r), *B0 = malloc(sizeof(float) * r * cols);
+    float *A1 = malloc(sizeof(float) * rows * r), *B1 = malloc(sizeof(float) * r * cols);
+    double *P0 = malloc(sizeof(double) * rows * cols), *P1 = malloc(sizeof(double) * rows * cols);
+    lmc_error err;
+    lmc_svd_info i0;
+    lmc_cuda_svd_info i1;
+    ck_assert_msg(lmc_svd_factor(w, rows, cols, r, m, sc, xtx, A0, B0, &i0, &err) == 0, "%s",
+                  err.msg);
+    lmc_cuda_svd *dev;
+    ck_assert_msg(lmc_cuda_svd_open(NULL, &dev, &err) == 0, "%s", err.msg);
+    lr_product(A0, B0, rows, cols, r, P0);
+    for (int qr = 0; qr < 2; qr++) { /* Xgesvdp, then the QR-iteration fallback */
+        setenv("LMC_CUDA_SVD_QR", qr ? "1" : "0", 1);
+        ck_assert_msg(lmc_cuda_svd_factor(dev, w, rows, cols, r, (int)m, sc, xtx, -1, A1, B1, &i1,
+                                          &err) == 0,
+                      "%s", err.msg);
+        if (qr)
+            ck_assert_msg(i1.qr == 1, "LMC_CUDA_SVD_QR=1 did not take the QR path");
+        lr_product(A1, B1, rows, cols, r, P1);
+        double num = 0, den = 0;
+        for (size_t k = 0; k < (size_t)(rows * cols); k++) {
+            num += (P1[k] - P0[k]) * (P1[k] - P0[k]);
+            den += P0[k] * P0[k];
+        }
+        double rel = sqrt(num / den);
+        ck_assert_msg(rel < 2e-6, "svd shape %lld x %lld variant %d qr %d: products differ by %g",
+                      (long long)rows, (long long)cols, variant, qr, rel);
+        ck_assert_msg(fabs(i1.energy - i0.energy) < 1e-12, "energy %.15g vs %.15g", i1.energy,
+                      i0.energy);
+        ck_assert_msg(i1.damp == i0.damp, "damp %g vs %g", i1.damp, i0.damp);
+        if (variant == 3)
+            ck_assert_msg(i0.damp > 0, "the dead channel did not need damping");
+        /* the rebalanced factors themselves: up to the sign of each pair */
+        if (m != LMC_SVD_PLAIN && variant != 3) {
+            double worst = 0;
+            for (int k = 0; k < r; k++) {
+                double sg = 0;
+                for (int64_t i = 0; i < rows; i++)
+                    sg += (double)A0[i * r + k] * A1[i * r + k];
+                sg = sg < 0 ? -1 : 1;
+                for (int64_t i = 0; i < rows; i++)
+                    worst = fmax(worst, fabs(A1[i * r + k] * sg - A0[i * r + k]));
+            }
+            ck_assert_msg(worst < 1e-4, "factor A differs by %g beyond its sign", worst);
+        }
+    }
+    unsetenv("LMC_CUDA_SVD_QR");
+    /* the error of what is stored (the last, QR-path factors in fp16),
+     * against the same sums in double on the host */
+    double e1, o1;
+    ck_assert_msg(lmc_cuda_svd_stored_error(dev, 1, rows, cols, r, m == LMC_SVD_WHITEN, xtx, -1,
+                                            &e1, &o1, &err) == 0,
+                  "%s", err.msg);
+    for (size_t k = 0; k < (size_t)(rows * r); k++)
+        A1[k] = lmc_f16_to_f32(lmc_f32_to_f16(A1[k]));
+    for (size_t k = 0; k < (size_t)(r * cols); k++)
+        B1[k] = lmc_f16_to_f32(lmc_f32_to_f16(B1[k]));
+    lr_product(A1, B1, rows, cols, r, P1);
+    double fn = 0, fd = 0, tn = 0, td = 0;
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t a = 0; a < cols; a++) {
+            double ea = (double)w[i * cols + a] - P1[i * cols + a];
+            fn += ea * ea;
+            fd += (double)w[i * cols + a] * w[i * cols + a];
+            if (m != LMC_SVD_WHITEN)
+                continue;
+            for (int64_t b = 0; b < cols; b++) {
+                double eb = (double)w[i * cols + b] - P1[i * cols + b];
+                tn += ea * xtx[a * cols + b] * eb;
+                td += (double)w[i * cols + a] * xtx[a * cols + b] * w[i * cols + b];
+            }
+        }
+    double e0 = sqrt(fn / fd), o0 = m == LMC_SVD_WHITEN ? sqrt(tn / td) : -1;
+    ck_assert_msg(fabs(e1 - e0) <= 1e-5 * e0 + 1e-6, "stored error %.10g vs %.10g", e1, e0);
+    ck_assert_msg(fabs(o1 - o0) <= 1e-5 * fabs(o0) + 1e-6, "output error %.10g vs %.10g", o1,
+                  o0);
+    ck_assert_msg(lmc_cuda_svd_peak_bytes(dev) > 0, "the context counted no device memory");
+    lmc_cuda_svd_free(dev);
+    free(w), free(sc), free(xtx), free(x), free(A0), free(B0), free(A1), free(B1), free(P0),
+        free(P1);
+}
+END_TEST
+
 #endif /* LMC_HAVE_CUDA */
 
 static Suite *suite(void)
@@ -1181,6 +1320,7 @@ static Suite *suite(void)
     tcase_add_loop_test(tc, test_slot_int8, 0, 3 * N_TINY);
     tcase_add_loop_test(tc, test_tiny_windows, 0, N_TINY);
     tcase_add_test(tc, test_load_errors);
+    tcase_add_loop_test(tc, test_svd_factor, 0, 12);
 #endif
     suite_add_tcase(s, tc);
 #ifdef LMC_HAVE_CUDA

@@ -36,7 +36,8 @@ for m in $MODELS; do
           "gptq --bits 2 --group 64" "sparsegpt --sparsity 0.5" "sparsegpt --nm 2:4"
           "sparsegpt --sparsity 0.5 --bits 4" "wanda --sparsity 0.5" "wanda --nm 2:4"
           "magnitude --sparsity 0.5" "rtn --bits 3 --group -1"
-          "smoothquant --alpha 0.5" "int8" "svd --keep 0.8 --method whiten")
+          "smoothquant --alpha 0.5" "int8" "svd --keep 0.8 --method whiten"
+          "svd --keep 0.5" "svd --keep 0.8 --method asvd")
     cfgs+=("awq --bits 4 --group 128")
     for c in "${cfgs[@]}"; do
         if [ -n "${LMC_PASSES_ONLY:-}" ]; then
