@@ -250,17 +250,6 @@ __global__ void k_qkv_rope2(T *qkv, const float *bias, int ld, int qd, int kvd, 
 }
 
 
-__device__ __forceinline__ float act_f(float x, int act)
-{
-    switch (act) {
-    case ACT_SILU: return x / (1.0f + expf(-x));
-    case ACT_RELU: return x > 0.0f ? x : 0.0f;
-    case ACT_GELU_NEW:
-        return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-    default: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    }
-}
-
 /* a[t][j] = act(g + bg) * (u + bu) (gated: gu row = g[F] | u[F]) or act(u + bu). */
 template <typename T>
 __global__ void k_act(const T *gu, const float *bias, T *a, int F, int gated, int act)
@@ -271,27 +260,16 @@ __global__ void k_act(const T *gu, const float *bias, T *a, int F, int gated, in
     const float *bg = bias, *bu = bias ? (gated ? bias + F : bias) : NULL;
     T *ar = a + t * F;
     for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < F; j += gridDim.x * blockDim.x) {
-        float uv = tof(u[j]) + (bu ? bu[j] : 0.0f);
+        float uv = __fadd_rn(tof(u[j]), bu ? bu[j] : 0.0f);
         float r;
         if (gated) {
-            float gv = tof(g[j]) + (bg ? bg[j] : 0.0f);
+            float gv = __fadd_rn(tof(g[j]), bg ? bg[j] : 0.0f);
             r = act_f(gv, act) * uv;
         } else {
             r = act_f(uv, act);
         }
         ar[j] = fromf<T>(r);
     }
-}
-
-/* Activations for 16-bit passes: fast exponential and division (their
- * error is far below the output's rounding); fp32 keeps the exact ones. */
-template <typename T> __device__ __forceinline__ float act_t(float x, int act)
-{
-    if constexpr (sizeof(T) == 2) {
-        if (act == ACT_SILU)
-            return __fdividef(x, 1.0f + __expf(-x));
-    }
-    return act_f(x, act);
 }
 
 /* The same with 16-byte loads and stores (F a multiple of 16 / sizeof(T)):
@@ -312,9 +290,9 @@ __global__ void k_act_v(const T *gu, const float *bias, T *a, int F, int gated, 
         T *oe = reinterpret_cast<T *>(&ow);
 #pragma unroll
         for (int e = 0; e < V; e++) {
-            float uv = tof(ue[e]) + (bu ? bu[j * V + e] : 0.0f), r;
+            float uv = __fadd_rn(tof(ue[e]), bu ? bu[j * V + e] : 0.0f), r;
             if (gated)
-                r = act_t<T>(tof(ge[e]) + (bg ? bg[j * V + e] : 0.0f), act) * uv;
+                r = act_t<T>(__fadd_rn(tof(ge[e]), bg ? bg[j * V + e] : 0.0f), act) * uv;
             else
                 r = act_t<T>(uv, act);
             oe[e] = fromf<T>(r);

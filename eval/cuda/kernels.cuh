@@ -8,6 +8,30 @@
 /* lmc_act's values (core/model.h) */
 enum { ACT_SILU = 1, ACT_RELU = 2, ACT_GELU_NEW = 3, ACT_GELU = 4 };
 
+/* The activations, shared by k_act and the int8 gate|up epilogue
+ * (qslot.cu) so that both round alike. */
+__device__ __forceinline__ float act_f(float x, int act)
+{
+    switch (act) {
+    case ACT_SILU: return x / (1.0f + expf(-x));
+    case ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case ACT_GELU_NEW:
+        return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    default: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    }
+}
+
+/* Activations for 16-bit passes: fast exponential and division (their
+ * error is far below the output's rounding); fp32 keeps the exact ones. */
+template <typename T> __device__ __forceinline__ float act_t(float x, int act)
+{
+    if constexpr (sizeof(T) == 2) {
+        if (act == ACT_SILU)
+            return __fdividef(x, 1.0f + __expf(-x));
+    }
+    return act_f(x, act);
+}
+
 int norm_threads(int H);
 /* x[t] = E[ids[t]] (+ P[t % S + pos_off]), n rows */
 template <typename T, typename R>
