@@ -599,6 +599,13 @@ START_TEST(test_slot_int8)
             float *x = rnd((size_t)n * K, 2.0, 0), *y = malloc(sizeof(float) * n * N);
             float *ref = malloc(sizeof(float) * n * N), *part = malloc(sizeof(float) * n * N);
             ck_assert_msg(lmc_cuda_slot_product(cm, l, k, x, n, y, &err) == 0, "%s", err.msg);
+            /* the vector quantizer and epilogue against their scalar twins: bit for bit */
+            setenv("LMC_CUDA_I8_SCALAR", "1", 1);
+            ck_assert_msg(lmc_cuda_slot_product(cm, l, k, x, n, ref, &err) == 0, "%s", err.msg);
+            unsetenv("LMC_CUDA_I8_SCALAR");
+            ck_assert_msg(!memcmp(y, ref, sizeof(float) * n * N),
+                          "tiny #%d kind %d layer %d slot %d: vector and scalar int8 kernels differ",
+                          ti, kind, l, k);
             int o0 = 0;
             for (int i = 0; i < sl[k].n; i++) {
                 lmc_tensor *t = lmc_model_block_tensor(m, l, sl[k].roles[i], "weight");
@@ -624,6 +631,47 @@ START_TEST(test_slot_int8)
     printf("int8 slots, tiny %s #%d, %s: worst rel err %.2e\n", lmc_arch_name(c->arch), ti,
            kind == 5 ? "w8a8" : kind == 6 ? "w8a8 smoothed" : "llm.int8()", worst);
     lmc_backend_close(cm);
+    lmc_model_free(m);
+}
+END_TEST
+
+/* The whole W8A8 forward with the vector quantizer, the vector epilogue and
+ * the gate|up epilogue fused with the activation, against the scalar
+ * kernels and the separate activation (LMC_CUDA_I8_SCALAR=1): the same NLL
+ * to the last bit, at fp32 and fp16, with and without smoothing. */
+START_TEST(test_i8_forward)
+{
+    if (!gpu())
+        return;
+    int ti = _i / 2, kind = 5 + _i % 2;
+    lmc_model *m = tiny_model(&TINY[ti], 60 + ti);
+    reencode(m, kind);
+    int S = 150, nwin = 3;
+    int32_t *ids = malloc(sizeof(int32_t) * S * nwin);
+    lmc_test_rng_seed(11);
+    for (int i = 0; i < S * nwin; i++)
+        ids[i] = (int32_t)((lmc_test_urand() + 1) * 0.5 * m->cfg.vocab) % m->cfg.vocab;
+    const lmc_precision ps[2] = {LMC_PREC_FP32, LMC_PREC_FP16};
+    lmc_error err;
+    for (int pi = 0; pi < 2; pi++) {
+        double nll[2][3];
+        for (int sc = 0; sc < 2; sc++) {
+            if (sc)
+                setenv("LMC_CUDA_I8_SCALAR", "1", 1);
+            lmc_backend *cm;
+            ck_assert_msg(cuda_open(m, ps[pi], LMC_RESIDUAL_AUTO, nwin * S, S, &cm, &err) == 0,
+                          "%s", err.msg);
+            ck_assert_msg(lmc_backend_windows_nll(cm, ids, nwin, S, nll[sc], &err) == 0, "%s",
+                          err.msg);
+            lmc_backend_close(cm);
+            unsetenv("LMC_CUDA_I8_SCALAR");
+        }
+        for (int k = 0; k < nwin; k++)
+            ck_assert_msg(nll[0][k] == nll[1][k] && isfinite(nll[0][k]),
+                          "tiny #%d kind %d %s window %d: nll %.17g fused against %.17g", ti,
+                          kind, lmc_precision_name(ps[pi]), k, nll[0][k], nll[1][k]);
+    }
+    free(ids);
     lmc_model_free(m);
 }
 END_TEST
@@ -1318,6 +1366,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_row_nll);
     tcase_add_loop_test(tc, test_block, 0, N_TINY);
     tcase_add_loop_test(tc, test_slot_int8, 0, 3 * N_TINY);
+    tcase_add_loop_test(tc, test_i8_forward, 0, 2 * N_TINY);
     tcase_add_loop_test(tc, test_tiny_windows, 0, N_TINY);
     tcase_add_test(tc, test_load_errors);
     tcase_add_loop_test(tc, test_svd_factor, 0, 12);

@@ -112,14 +112,22 @@ static int run_block(lmc_cu *cu, int l, int n, int S, const float **pending, lmc
     mark(cu, ST_NORM);
     if (obs && obs->fn(obs->ctx, 2, cu->xn, n, H, err) < 0)
         return -1;
-    if (slot_gemm<T>(cu, b, LMC_CU_GU, cu->xn, cu->gu, n, d->gated ? 2 * F : F, H, dt, 0.0f,
-                     err) < 0)
-        return -1;
-    mark(cu, ST_GU_GEMM);
-    launch_act<T>((const T *)cu->gu, b.v[LMC_CU_GU_B], (T *)cu->act, n, F, d->gated, d->act,
-                  cu->st);
-    LAUNCH_OK("activation kernel");
-    mark(cu, ST_ACT);
+    const dquant &qgu = b.q[LMC_CU_GU - LMC_CU_QKV];
+    if (qslot_fuses_act(qgu, F)) { /* W8A8: no gate|up outputs in memory */
+        qslot_act af = {b.v[LMC_CU_GU_B], cu->act, F, d->gated, d->act};
+        if (qslot_gemm_act(cu, qgu, cu->xn, n, H, af, err) < 0)
+            return -1;
+        mark(cu, ST_ACT);
+    } else {
+        if (slot_gemm<T>(cu, b, LMC_CU_GU, cu->xn, cu->gu, n, d->gated ? 2 * F : F, H, dt, 0.0f,
+                         err) < 0)
+            return -1;
+        mark(cu, ST_GU_GEMM);
+        launch_act<T>((const T *)cu->gu, b.v[LMC_CU_GU_B], (T *)cu->act, n, F, d->gated,
+                      d->act, cu->st);
+        LAUNCH_OK("activation kernel");
+        mark(cu, ST_ACT);
+    }
     if (obs && obs->fn(obs->ctx, 3, cu->act, n, F, err) < 0)
         return -1;
     if (obs && obs->skip_down)

@@ -89,11 +89,14 @@ struct lmc_cu {
 
 enum {
     ST_EMBED, ST_NORM, ST_QKV_GEMM, ST_QKV_POST, ST_ATTN, ST_O_GEMM, ST_GU_GEMM, ST_ACT,
-    ST_DOWN_GEMM, ST_HEAD_GEMM, ST_NLL, ST_COUNT
+    ST_DOWN_GEMM, ST_HEAD_GEMM, ST_NLL,
+    /* inside the int8 slots' products (whose stage then holds the rest) */
+    ST_I8_QUANT, ST_I8_GEMM, ST_I8_EPI, ST_COUNT
 };
 static const char *const stage_name[ST_COUNT] = {
     "embedding", "norms", "qkv GEMM", "bias+RoPE", "attention", "o GEMM", "gate|up GEMM",
-    "activation", "down GEMM", "head GEMM", "NLL"};
+    "activation", "down GEMM", "head GEMM", "NLL", "int8 quantize", "int8 GEMM",
+    "int8 epilogue"};
 
 
 

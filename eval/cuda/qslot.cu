@@ -6,6 +6,7 @@
  * GEMM's fp32 sums differs from the CPU. Packed qgroup weights are expanded
  * with lmc_qgroup_dequant's expression, rounded to the compute type exactly
  * as a dequantize-at-load upload rounds them. */
+#include "kernels.cuh"
 #include "model.cuh"
 
 #include <float.h>
@@ -48,6 +49,95 @@ __global__ void k_quant_w8a8(const T *x, int K, int kp, const float *smooth, int
             r = r == r ? r : 0.0f;
         }
         qt[c] = (int8_t)r;
+    }
+    if (threadIdx.x == 0)
+        sx[blockIdx.x] = bad ? NAN : s;
+}
+
+/* 8 consecutive elements of a 16-byte-aligned row, as float */
+__device__ __forceinline__ void load8(const f16 *p, float *v)
+{
+    uint4 u = *(const uint4 *)p;
+    const __half2 *h = (const __half2 *)&u;
+    for (int i = 0; i < 4; i++) {
+        float2 f = __half22float2(h[i]);
+        v[2 * i] = f.x, v[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void load8(const bf16 *p, float *v)
+{
+    uint4 u = *(const uint4 *)p;
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+    for (int i = 0; i < 4; i++) {
+        float2 f = __bfloat1622float2(h[i]);
+        v[2 * i] = f.x, v[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void load8(const float *p, float *v)
+{
+    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z,
+    v[7] = b.w;
+}
+
+/* k_quant_w8a8 with 8 columns per thread and step (K and kp multiples of
+ * 8: 16-byte loads, 8-byte stores): the same expressions, so the same
+ * codes and scales. The quantizer reads its row twice (the second time from
+ * L2) and was a tenth of the W8A8 forward with 2-byte loads. */
+template <typename T>
+__global__ void k_quant_w8a8_v8(const T *x, int K, int kp, const float *smooth, int8_t *q,
+                                float *sx)
+{
+    __shared__ float red[32];
+    const T *xt = x + (size_t)blockIdx.x * K;
+    int8_t *qt = q + (size_t)blockIdx.x * kp;
+    float m = 0.0f;
+    int bad = 0;
+    for (int c = threadIdx.x * 8; c < K; c += blockDim.x * 8) {
+        float v[8];
+        load8(xt + c, v);
+        if (smooth) {
+            float sm[8];
+            load8(smooth + c, sm);
+            for (int i = 0; i < 8; i++)
+                v[i] = v[i] / sm[i];
+        }
+        for (int i = 0; i < 8; i++) {
+            float a = fabsf(v[i]);
+            bad |= !isfinite(a);
+            m = a > m ? a : m;
+        }
+    }
+    bad = __syncthreads_or(bad);
+    m = block_max(m, red);
+    if (m < 1e-5f)
+        m = 1e-5f;
+    float s = m / 127.0f;
+    for (int c = threadIdx.x * 8; c < kp; c += blockDim.x * 8) {
+        union {
+            int8_t b[8];
+            uint2 u;
+        } o;
+        if (c < K) {
+            float v[8];
+            load8(xt + c, v);
+            if (smooth) {
+                float sm[8];
+                load8(smooth + c, sm);
+                for (int i = 0; i < 8; i++)
+                    v[i] = v[i] / sm[i];
+            }
+            for (int i = 0; i < 8; i++) {
+                float r = rintf(v[i] / s);
+                r = r > 127.0f ? 127.0f : r;
+                r = r < -127.0f ? -127.0f : r;
+                r = r == r ? r : 0.0f;
+                o.b[i] = (int8_t)r;
+            }
+        } else {
+            o.u = make_uint2(0, 0);
+        }
+        *(uint2 *)(qt + c) = o.u;
     }
     if (threadIdx.x == 0)
         sx[blockIdx.x] = bad ? NAN : s;
@@ -100,8 +190,18 @@ __global__ void k_gather(const T *x, int K, const int *oidx, int nout, T *xo, in
     xo[i] = x[t * K + oidx[j]];
 }
 
-/* y[t][c0 + r] (=|+=) the rescaled int32 product, in the CPU kernels'
- * expression order: W8A8 (acc * sw) * sx, LLM.int8() (sx * sw) * acc. */
+/* The rescaled int32 product a in the CPU kernels' expression order, W8A8
+ * (a * sw) * sx, LLM.int8() (sx * sw) * a, plus y when accumulating; every
+ * operation rounded on its own (no FMA contraction, as on the CPU), so that
+ * all the kernels below compute the same bits. */
+__device__ __forceinline__ float i8_rescale(float a, float sw, float sx, int int8_order,
+                                            float y, int accumulate)
+{
+    float v = int8_order ? __fmul_rn(__fmul_rn(sx, sw), a) : __fmul_rn(__fmul_rn(a, sw), sx);
+    return accumulate ? __fadd_rn(y, v) : v;
+}
+
+/* y[t][c0 + r] (=|+=) the rescaled int32 product. */
 template <typename Y>
 __global__ void k_i8_epilogue(const int32_t *acc, int ld, const float *sw, const float *sx,
                               Y *y, int c0, int rows, int n, int int8_order, int accumulate)
@@ -111,9 +211,68 @@ __global__ void k_i8_epilogue(const int32_t *acc, int ld, const float *sw, const
         return;
     size_t t = i / rows, r = c0 + i % rows;
     size_t o = t * ld + r;
-    float a = (float)acc[o];
-    float v = int8_order ? (sx[t] * sw[r]) * a : (a * sw[r]) * sx[t];
-    y[o] = fromf<Y>(accumulate ? tof(y[o]) + v : v);
+    y[o] = fromf<Y>(i8_rescale((float)acc[o], sw[r], sx[t], int8_order,
+                               accumulate ? tof(y[o]) : 0.0f, accumulate));
+}
+
+/* k_i8_epilogue for 4 consecutive rows per thread, one grid row per token
+ * (ld, c0 and rows multiples of 4: 16-byte loads of acc): the same
+ * expression; no 64-bit division per element. */
+template <typename Y>
+__global__ void k_i8_epilogue_v4(const int32_t *acc, int ld, const float *sw, const float *sx,
+                                 Y *y, int c0, int rows, int int8_order, int accumulate)
+{
+    int r4 = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    if (r4 >= rows)
+        return;
+    size_t t = blockIdx.y;
+    size_t o = t * ld + c0 + r4;
+    int4 a = *(const int4 *)(acc + o);
+    float4 w = *(const float4 *)(sw + c0 + r4);
+    float st = sx[t];
+    float av[4] = {(float)a.x, (float)a.y, (float)a.z, (float)a.w};
+    float wv[4] = {w.x, w.y, w.z, w.w};
+    for (int i = 0; i < 4; i++)
+        y[o + i] = fromf<Y>(i8_rescale(av[i], wv[i], st, int8_order,
+                                       accumulate ? tof(y[o + i]) : 0.0f, accumulate));
+}
+
+/* The W8A8 gate|up (or fc1) epilogue fused with the activation: a[t][j] as
+ * k_act(_v) computes it from the slot's outputs rounded to T as
+ * k_i8_epilogue(_v4) stores them, without those outputs in memory (4
+ * columns per thread, F a multiple of 4). fast: k_act_v's act_t (when F is
+ * a multiple of 16 / sizeof(T)), else k_act's act_f. */
+template <typename T>
+__global__ void k_i8_act(const int32_t *acc, int ld, const float *sw, const float *sx,
+                         const float *bias, T *a, int F, int gated, int act, int fast)
+{
+    int j = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    if (j >= F)
+        return;
+    size_t t = blockIdx.y;
+    float st = sx[t];
+    int uo = gated ? F : 0;
+    int4 uq = *(const int4 *)(acc + t * ld + uo + j);
+    float4 uw = *(const float4 *)(sw + uo + j);
+    int4 gq = gated ? *(const int4 *)(acc + t * ld + j) : uq;
+    float4 gw = gated ? *(const float4 *)(sw + j) : uw;
+    const int uqv[4] = {uq.x, uq.y, uq.z, uq.w}, gqv[4] = {gq.x, gq.y, gq.z, gq.w};
+    const float uwv[4] = {uw.x, uw.y, uw.z, uw.w}, gwv[4] = {gw.x, gw.y, gw.z, gw.w};
+    const float *bg = bias, *bu = bias ? (gated ? bias + F : bias) : NULL;
+    T *ar = a + t * F + j;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        float u = tof(fromf<T>(i8_rescale((float)uqv[e], uwv[e], st, 0, 0.0f, 0)));
+        float uv = __fadd_rn(u, bu ? bu[j + e] : 0.0f), r;
+        if (gated) {
+            float g = tof(fromf<T>(i8_rescale((float)gqv[e], gwv[e], st, 0, 0.0f, 0)));
+            g = __fadd_rn(g, bg ? bg[j + e] : 0.0f);
+            r = (fast ? act_t<T>(g, act) : act_f(g, act)) * uv;
+        } else {
+            r = fast ? act_t<T>(uv, act) : act_f(uv, act);
+        }
+        ar[e] = fromf<T>(r);
+    }
 }
 
 /* w[r][c] = scale[r][g] * (code[r][c] - zero[r][g]) of a qgroup blob,
@@ -150,12 +309,17 @@ __global__ void k_dequant(const uint8_t *blob, int rows, int K, int bits, int gr
 
 /* ---------------------------------------------------------------- products */
 
+/* af: the activation of a W8A8 gate|up slot fused into its epilogue
+ * (qslot_fuses_act), Y_ unused; NULL: Y_ (=|+=) the products */
 template <typename T, typename Y>
 static int i8_gemm(lmc_cu *cu, const dquant &q, const T *X, Y *Y_, int n, int N, int K,
-                   int accumulate, lmc_error *err)
+                   int accumulate, lmc_error *err, const qslot_act *af = NULL)
 {
     cudaDataType dt = dtype_of<T>();
     int int8 = q.kind == LMC_CU_Q_INT8;
+    /* 16-byte rows of x and 8-byte rows of codes for the vector quantizer */
+    int scalar = getenv("LMC_CUDA_I8_SCALAR") != NULL; /* the twins, for the tests */
+    int vec8 = !scalar && K % 8 == 0 && q.kp % 8 == 0;
     for (int t0 = 0; t0 < n; t0 += cu->q_chunk) {
         int nt = std::min(cu->q_chunk, n - t0);
         const T *xc = X + (size_t)t0 * K;
@@ -167,17 +331,39 @@ static int i8_gemm(lmc_cu *cu, const dquant &q, const T *X, Y *Y_, int n, int N,
             if (int8)
                 k_quant_int8<T><<<nt, 256, 0, cu->st>>>(xc, K, q.kp, p.is_out, cu->q_xq,
                                                         cu->q_sx);
+            else if (vec8)
+                k_quant_w8a8_v8<T><<<nt, 128, 0, cu->st>>>(xc, K, q.kp, p.smooth, cu->q_xq,
+                                                           cu->q_sx);
             else
                 k_quant_w8a8<T><<<nt, 256, 0, cu->st>>>(xc, K, q.kp, p.smooth, cu->q_xq,
                                                         cu->q_sx);
             LAUNCH_OK("int8 activation quantization");
+            mark(cu, ST_I8_QUANT);
             if (lmc_gemm_run_i8(cu->gemm, cu->q_xq, q.kp, q.codes + (size_t)p.row0 * q.kp, q.kp,
                                 cu->q_acc + p.row0, N, nt, p.grows, q.kp, err) < 0)
                 return -1;
-            size_t ne = (size_t)nt * p.grows;
-            k_i8_epilogue<Y><<<(unsigned)((ne + 255) / 256), 256, 0, cu->st>>>(
-                cu->q_acc, N, q.sw, cu->q_sx, yc, p.row0, p.grows, nt, int8, accumulate);
+            mark(cu, ST_I8_GEMM);
+            if (af) { /* one group: the whole slot is in q_acc */
+                int fast = af->F % (16 / (int)sizeof(T)) == 0;
+                dim3 g((unsigned)((af->F / 4 + 127) / 128), (unsigned)nt);
+                k_i8_act<T><<<g, 128, 0, cu->st>>>(cu->q_acc, N, q.sw, cu->q_sx, af->bias,
+                                                   (T *)af->a + (size_t)t0 * af->F, af->F,
+                                                   af->gated, af->act, fast);
+                LAUNCH_OK("int8 activation epilogue");
+                mark(cu, ST_I8_EPI);
+                continue;
+            }
+            if (!scalar && N % 4 == 0 && p.row0 % 4 == 0 && p.grows % 4 == 0) {
+                dim3 g((unsigned)((p.grows / 4 + 127) / 128), (unsigned)nt);
+                k_i8_epilogue_v4<Y><<<g, 128, 0, cu->st>>>(cu->q_acc, N, q.sw, cu->q_sx, yc,
+                                                           p.row0, p.grows, int8, accumulate);
+            } else {
+                size_t ne = (size_t)nt * p.grows;
+                k_i8_epilogue<Y><<<(unsigned)((ne + 255) / 256), 256, 0, cu->st>>>(
+                    cu->q_acc, N, q.sw, cu->q_sx, yc, p.row0, p.grows, nt, int8, accumulate);
+            }
             LAUNCH_OK("int8 epilogue");
+            mark(cu, ST_I8_EPI);
             if (int8 && p.nout) {
                 size_t no = (size_t)nt * p.nout;
                 k_gather<T><<<(unsigned)((no + 255) / 256), 256, 0, cu->st>>>(
@@ -224,6 +410,30 @@ int qslot_gemm(lmc_cu *cu, const dquant &q, const void *X, void *Y, int n, int N
                cudaDataType tout, float beta, lmc_error *err)
 {
     return DISPATCH(cu->prec, qgemm_t, cu, q, X, Y, n, N, K, tout, beta, err);
+}
+
+int qslot_fuses_act(const dquant &q, int F)
+{
+    if (q.kind != LMC_CU_Q_W8A8 || F % 4 || q.N % 4 || getenv("LMC_CUDA_I8_UNFUSED") ||
+        getenv("LMC_CUDA_I8_SCALAR"))
+        return 0;
+    for (int i = 0; i < q.nparts; i++)
+        if (q.p[i].lead != 0)
+            return 0;
+    return 1;
+}
+
+template <typename T>
+static int qact_t(lmc_cu *cu, const dquant &q, const void *X, int n, int K, const qslot_act &af,
+                  lmc_error *err)
+{
+    return i8_gemm<T, T>(cu, q, (const T *)X, NULL, n, q.N, K, 0, err, &af);
+}
+
+int qslot_gemm_act(lmc_cu *cu, const dquant &q, const void *X, int n, int K,
+                   const qslot_act &af, lmc_error *err)
+{
+    return DISPATCH(cu->prec, qact_t, cu, q, X, n, K, af, err);
 }
 
 /* ---------------------------------------------------------------- set-up */
@@ -281,11 +491,21 @@ static int int8_scratch(lmc_cu *cu, int N, int kp, int nout, lmc_error *err)
 {
     if (!cu->q_chunk) {
         /* tokens per int8 product: the int32 products of the widest slot
-         * in about 256 MB */
+         * in at most 1 GiB, in equal chunks of a forward's rows (TinyLlama
+         * shape, H200: 16384 rows at once 275.6k tokens/s, chunks of 8192
+         * 270.5k, 5957 + 5957 + 4470 262.1k) */
         const lmc_cu_dims *d = &cu->d;
         int wide = std::max({qdim(d) + 2 * kvdim(d), d->ffn * (d->gated ? 2 : 1), d->hidden});
-        size_t c = ((size_t)256 << 20) / ((size_t)wide * 4);
-        cu->q_chunk = (int)std::max((size_t)64, std::min(c, (size_t)cu->max_tokens));
+        size_t c = ((size_t)1 << 30) / ((size_t)wide * 4), mt = (size_t)cu->max_tokens;
+        const char *e = getenv("LMC_CUDA_I8_TOKENS"); /* for measurements */
+        if (e && atoi(e) > 0)
+            c = (size_t)atoi(e);
+        c = std::max((size_t)64, c);
+        if (c < mt) {
+            size_t nch = (mt + c - 1) / c;
+            c = std::min(c, ((mt + nch - 1) / nch + 127) / 128 * 128);
+        }
+        cu->q_chunk = (int)std::min(c, mt);
     }
     size_t T = (size_t)cu->q_chunk;
     if (kp > cu->q_kp) {

@@ -40,6 +40,19 @@ struct dblock;
  * inputs, n rows of X in the compute type, Y in tout). */
 int qslot_gemm(lmc_cu *cu, const dquant &q, const void *X, void *Y, int n, int N, int K,
                cudaDataType tout, float beta, lmc_error *err);
+/* The activation of the gate|up (fc1) slot fused into a W8A8 slot's
+ * epilogue: a[n][F] = act(g + bg) * (u + bu) as launch_act computes it from
+ * the slot's outputs, which are never stored. */
+struct qslot_act {
+    const float *bias; /* the slot's bias [N] or NULL */
+    void *a;           /* [n][F] in the compute type */
+    int F, gated, act;
+};
+/* 1: q is a W8A8 slot of one activation quantization (gate and up equally
+ * smoothed) that qslot_gemm_act runs (LMC_CUDA_I8_UNFUSED=1: never). */
+int qslot_fuses_act(const dquant &q, int F);
+int qslot_gemm_act(lmc_cu *cu, const dquant &q, const void *X, int n, int K,
+                   const qslot_act &af, lmc_error *err);
 /* Frees q's device memory. */
 void qslot_free(lmc_cu *cu, dquant &q);
 
