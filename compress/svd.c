@@ -68,6 +68,17 @@ const char *lmc_svd_method_name(lmc_svd_method m)
     return "?";
 }
 
+double lmc_svd_energy(const double *sv, int64_t k, int rank)
+{
+    double etot = 0, ekeep = 0;
+    for (int64_t i = 0; i < k; i++) {
+        etot += sv[i] * sv[i];
+        if (i < rank)
+            ekeep += sv[i] * sv[i];
+    }
+    return etot > 0 ? ekeep / etot : 1;
+}
+
 int lmc_svd_rank(const lmc_svd_opts *o, int64_t rows, int64_t cols)
 {
     int64_t mn = rows < cols ? rows : cols, r;
@@ -209,13 +220,7 @@ int lmc_svd_factor(const float *w, int64_t rows, int64_t cols, int rank, lmc_svd
             goto out;
         }
     }
-    double etot = 0, ekeep = 0;
-    for (int64_t i = 0; i < k; i++) {
-        etot += sv[i] * sv[i];
-        if (i < rank)
-            ekeep += sv[i] * sv[i];
-    }
-    info->energy = etot > 0 ? ekeep / etot : 1;
+    info->energy = lmc_svd_energy(sv, k, rank);
     /* A = U_r sqrt(S_r) (into U's first columns), B = sqrt(S_r) V_r^T */
     for (int64_t i = 0; i < rank; i++) {
         double q = sqrt(sv[i]);

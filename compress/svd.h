@@ -57,6 +57,10 @@ typedef struct lmc_svd_info {
     const char *routine; /* the SVD that computed it: dgesdd, or dgesvd where it failed */
 } lmc_svd_info;
 
+/* The fraction of the spectrum's energy sum sv_i^2 (k singular values) that
+ * the first rank keep; 1 for a zero spectrum (the CPU and GPU factors). */
+double lmc_svd_energy(const double *sv, int64_t k, int rank);
+
 /* Factor w [rows][cols] into A [rows][rank], B [rank][cols] (fp32, caller's
  * buffers). asvd needs s[cols] > 0 (input channel scales); whiten needs
  * xtx[cols][cols] = sum x x^T (symmetric). Fails on a LAPACK failure or a

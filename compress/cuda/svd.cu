@@ -24,6 +24,7 @@ extern "C" {
 #include "../../core/clock.h"
 #include "../../core/log.h"
 #include "../../eval/cuda/backend_cuda.h"
+#include "../svd.h"
 #include "svd_cuda.h"
 }
 
@@ -525,13 +526,7 @@ extern "C" int lmc_cuda_svd_factor(lmc_cuda_svd *s, const float *w, int64_t rows
         return -1;
     s->n_svd++;
     s->n_qr += info->qr;
-    double etot = 0, ekeep = 0;
-    for (int64_t i = 0; i < k; i++) {
-        etot += sv[i] * sv[i];
-        if (i < rank)
-            ekeep += sv[i] * sv[i];
-    }
-    info->energy = etot > 0 ? ekeep / etot : 1;
+    info->energy = lmc_svd_energy(sv.data(), k, rank);
     std::vector<double> q((size_t)rank);
     for (int i = 0; i < rank; i++)
         q[i] = sqrt(sv[i]);
