@@ -516,6 +516,17 @@ static lmc_model *tiny_model(const tiny_spec *sp, uint64_t seed)
     return lmc_tiny_model(&c, seed, &o);
 }
 
+/* count token ids uniform over m's vocabulary (malloc'd) */
+static int32_t *random_ids(const lmc_model *m, int count, uint64_t seed)
+{
+    int32_t *ids = malloc(sizeof(int32_t) * count);
+    ck_assert_ptr_nonnull(ids);
+    lmc_test_rng_seed(seed);
+    for (int i = 0; i < count; i++)
+        ids[i] = (int32_t)((lmc_test_urand() + 1) * 0.5 * m->cfg.vocab) % m->cfg.vocab;
+    return ids;
+}
+
 static const tiny_spec TINY[] = {
     {LMC_ARCH_LLAMA, 128, 4, 2, 32, 200, 300, 2, 0, 0, 0},
     {LMC_ARCH_LLAMA, 256, 4, 1, 64, 160, 301, 2, 1, 1, 1}, /* qkv bias, tied, fp16 blobs */
@@ -647,10 +658,7 @@ START_TEST(test_i8_forward)
     lmc_model *m = tiny_model(&TINY[ti], 60 + ti);
     reencode(m, kind);
     int S = 150, nwin = 3;
-    int32_t *ids = malloc(sizeof(int32_t) * S * nwin);
-    lmc_test_rng_seed(11);
-    for (int i = 0; i < S * nwin; i++)
-        ids[i] = (int32_t)((lmc_test_urand() + 1) * 0.5 * m->cfg.vocab) % m->cfg.vocab;
+    int32_t *ids = random_ids(m, S * nwin, 11);
     const lmc_precision ps[2] = {LMC_PREC_FP32, LMC_PREC_FP16};
     lmc_error err;
     for (int pi = 0; pi < 2; pi++) {
@@ -724,10 +732,7 @@ START_TEST(test_tiny_windows)
     int ti = _i;
     lmc_model *m = tiny_model(&TINY[ti], 20 + ti);
     int S = 150, nwin = 3;
-    int32_t *ids = malloc(sizeof(int32_t) * S * nwin);
-    lmc_test_rng_seed(7);
-    for (int i = 0; i < S * nwin; i++)
-        ids[i] = (int32_t)((lmc_test_urand() + 1) * 0.5 * m->cfg.vocab) % m->cfg.vocab;
+    int32_t *ids = random_ids(m, S * nwin, 7);
     printf("tiny %s #%d:\n", lmc_arch_name(m->cfg.arch), ti);
     for (int ci = 0; ci < N_MODES; ci++)
         compare_windows(m, ids, nwin, S, MODES[ci].p, MODES[ci].res, MODES[ci].win_tol);

@@ -55,29 +55,20 @@ __global__ void k_quant_w8a8(const T *x, int K, int kp, const float *smooth, int
 }
 
 /* 8 consecutive elements of a 16-byte-aligned row, as float */
-__device__ __forceinline__ void load8(const f16 *p, float *v)
+template <typename T> __device__ __forceinline__ void load8(const T *p, float *v)
 {
-    uint4 u = *(const uint4 *)p;
-    const __half2 *h = (const __half2 *)&u;
-    for (int i = 0; i < 4; i++) {
-        float2 f = __half22float2(h[i]);
-        v[2 * i] = f.x, v[2 * i + 1] = f.y;
+    if constexpr (sizeof(T) == 4) {
+        float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+        v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    } else {
+        uint4 u = *(const uint4 *)p;
+        const typename vec2<T>::type *h = (const typename vec2<T>::type *)&u;
+        for (int i = 0; i < 4; i++) {
+            float2 f = tof2(h[i]);
+            v[2 * i] = f.x, v[2 * i + 1] = f.y;
+        }
     }
-}
-__device__ __forceinline__ void load8(const bf16 *p, float *v)
-{
-    uint4 u = *(const uint4 *)p;
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
-    for (int i = 0; i < 4; i++) {
-        float2 f = __bfloat1622float2(h[i]);
-        v[2 * i] = f.x, v[2 * i + 1] = f.y;
-    }
-}
-__device__ __forceinline__ void load8(const float *p, float *v)
-{
-    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
-    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z,
-    v[7] = b.w;
 }
 
 /* k_quant_w8a8 with 8 columns per thread and step (K and kp multiples of
