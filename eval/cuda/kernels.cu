@@ -59,7 +59,7 @@ __global__ void k_norm(R *x, const float *badd, T *y, int H, const float *w, con
     s2 = block_sum(s2, red);
     float r = (float)(1.0 / sqrt(s2 / H + (double)eps)), m = (float)mu;
     for (int j = threadIdx.x; j < H; j += blockDim.x)
-        yr[j] = fromf<T>((tof(xr[j]) - m) * r * w[j] + (b ? b[j] : 0.0f));
+        yr[j] = fromf<T>(__fadd_rn((tof(xr[j]) - m) * r * w[j], b ? b[j] : 0.0f));
 }
 
 /* The same for H % 4 == 0 and H <= 32 * blockDim: the row stays in
@@ -92,11 +92,14 @@ template <typename T> __device__ __forceinline__ float4 load4(const T *p)
     }
 }
 
-template <typename T, typename R>
+/* Q: the W8A8 codes of the row (launch_norm_q) instead of y */
+template <typename T, typename R, bool Q = false>
 __global__ void k_norm4(R *x, const float *badd, T *y, int H, const float *w, const float *b,
-                        int rms, float eps)
+                        int rms, float eps, const float *smooth = NULL, int8_t *q = NULL,
+                        float *sx = NULL, int kp = 0)
 {
     __shared__ double red[32];
+    __shared__ float redf[32];
     R *xr = x + (size_t)blockIdx.x * H;
     T *yr = y + (size_t)blockIdx.x * H;
     const float4 *ba = reinterpret_cast<const float4 *>(badd);
@@ -142,16 +145,62 @@ __global__ void k_norm4(R *x, const float *badd, T *y, int H, const float *w, co
     for (int i = 0; i < 8; i++) {
         int j = threadIdx.x + i * blockDim.x;
         if (j < H4) {
-            float4 a = v[i], ww = w4[j];
+            float4 a = v[i], ww = w4[j], o;
             if (rms) {
-                store4<T>(yr + 4 * j, ww.x * (a.x * r), ww.y * (a.y * r), ww.z * (a.z * r),
-                          ww.w * (a.w * r));
+                o = make_float4(ww.x * (a.x * r), ww.y * (a.y * r), ww.z * (a.z * r),
+                                ww.w * (a.w * r));
             } else {
                 float4 bb = b4 ? b4[j] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                store4<T>(yr + 4 * j, (a.x - m) * r * ww.x + bb.x, (a.y - m) * r * ww.y + bb.y,
-                          (a.z - m) * r * ww.z + bb.z, (a.w - m) * r * ww.w + bb.w);
+                o = make_float4(__fadd_rn((a.x - m) * r * ww.x, bb.x),
+                                __fadd_rn((a.y - m) * r * ww.y, bb.y),
+                                __fadd_rn((a.z - m) * r * ww.z, bb.z),
+                                __fadd_rn((a.w - m) * r * ww.w, bb.w));
+            }
+            if constexpr (Q) /* y as stored, then the quantizer's input */
+                v[i] = make_float4(tof(fromf<T>(o.x)), tof(fromf<T>(o.y)), tof(fromf<T>(o.z)),
+                                   tof(fromf<T>(o.w)));
+            else
+                store4<T>(yr + 4 * j, o.x, o.y, o.z, o.w);
+        }
+    }
+    if constexpr (Q) {
+        float am = 0.0f;
+        int bad = 0;
+        const float4 *s4 = reinterpret_cast<const float4 *>(smooth);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            int j = threadIdx.x + i * blockDim.x;
+            if (j < H4) {
+                if (s4) {
+                    float4 sm = s4[j];
+                    v[i].x = v[i].x / sm.x, v[i].y = v[i].y / sm.y, v[i].z = v[i].z / sm.z,
+                    v[i].w = v[i].w / sm.w;
+                }
+                const float e[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
+                for (int k = 0; k < 4; k++) {
+                    float a = fabsf(e[k]);
+                    bad |= !isfinite(a);
+                    am = a > am ? a : am;
+                }
             }
         }
+        bad = __syncthreads_or(bad);
+        am = block_max(am, redf);
+        float sc = w8a8_scale(am);
+        int8_t *qr = q + (size_t)blockIdx.x * kp;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            int j = threadIdx.x + i * blockDim.x;
+            if (j < H4) {
+                char4 c = make_char4(w8a8_code(v[i].x, sc), w8a8_code(v[i].y, sc),
+                                     w8a8_code(v[i].z, sc), w8a8_code(v[i].w, sc));
+                *reinterpret_cast<char4 *>(qr + 4 * j) = c;
+            }
+        }
+        for (int j = H4 + threadIdx.x; j < kp / 4; j += blockDim.x)
+            *reinterpret_cast<char4 *>(qr + 4 * j) = make_char4(0, 0, 0, 0);
+        if (threadIdx.x == 0)
+            sx[blockIdx.x] = bad ? NAN : sc;
     }
 }
 
@@ -161,18 +210,30 @@ int norm_threads(int H)
     return t < 64 ? 64 : (t > 1024 ? 1024 : t);
 }
 
+/* ~4 float4 per thread: smaller blocks, more rows in flight per SM
+ * (2.3 -> ~3.3 TB/s at H = 2048; 2 and 8 per thread measured slower) */
+static int norm4_threads(int H) { return std::min(1024, std::max(64, (H / 4 / 4 + 31) / 32 * 32)); }
+
+int norm_q_ok(int H) { return H % 4 == 0 && H / 4 <= 8 * norm4_threads(H); }
+
 template <typename T, typename R>
 void launch_norm(R *x, const float *badd, T *y, int n, int H, const float *w,
                         const float *b, int rms, float eps, cudaStream_t st)
 {
-    int H4 = H / 4;
-    /* ~4 float4 per thread: smaller blocks, more rows in flight per SM
-     * (2.3 -> ~3.3 TB/s at H = 2048; 2 and 8 per thread measured slower) */
-    int t = std::min(1024, std::max(64, (H4 / 4 + 31) / 32 * 32));
-    if (H % 4 == 0 && H4 <= 8 * t)
+    int t = norm4_threads(H);
+    if (norm_q_ok(H))
         k_norm4<T, R><<<n, t, 0, st>>>(x, badd, y, H, w, b, rms, eps);
     else
         k_norm<T, R><<<n, norm_threads(H), 0, st>>>(x, badd, y, H, w, b, rms, eps);
+}
+
+template <typename T, typename R>
+void launch_norm_q(R *x, const float *badd, int n, int H, const float *w, const float *b,
+                   int rms, float eps, const float *smooth, int8_t *q, float *sx, int kp,
+                   cudaStream_t st)
+{
+    k_norm4<T, R, true><<<n, norm4_threads(H), 0, st>>>(x, badd, NULL, H, w, b, rms, eps,
+                                                        smooth, q, sx, kp);
 }
 
 
@@ -425,7 +486,10 @@ void launch_window_sum(const double *row_nll, int S, double *win, int nwin, cuda
     template void launch_embed<T, R>(const int32_t *, const T *, const float *, int, int, int, \
                                      R *, int, cudaStream_t);                                \
     template void launch_norm<T, R>(R *, const float *, T *, int, int, const float *,         \
-                                    const float *, int, float, cudaStream_t);
+                                    const float *, int, float, cudaStream_t);                 \
+    template void launch_norm_q<T, R>(R *, const float *, int, int, const float *,            \
+                                      const float *, int, float, const float *, int8_t *,     \
+                                      float *, int, cudaStream_t);
 #define INST_T(T)                                                                            \
     INST_TR(T, float)                                                                        \
     template void launch_qkv_post<T>(const lmc_cu_dims *, T *, const float *, int, int,        \

@@ -32,6 +32,21 @@ template <typename T> __device__ __forceinline__ float act_t(float x, int act)
     return act_f(x, act);
 }
 
+/* W8A8's per-token activation quantizer (core/enc_w8a8.c), shared by its
+ * kernels (qslot.cu) and the norm that feeds it: the scale from the row's
+ * absmax, codes rint(v / s) clamped to +-127 (NaN: 0). */
+__device__ __forceinline__ float w8a8_scale(float absmax)
+{
+    return (absmax < 1e-5f ? 1e-5f : absmax) / 127.0f;
+}
+__device__ __forceinline__ int8_t w8a8_code(float v, float s)
+{
+    float r = rintf(v / s);
+    r = r > 127.0f ? 127.0f : r;
+    r = r < -127.0f ? -127.0f : r;
+    return (int8_t)(r == r ? r : 0.0f);
+}
+
 int norm_threads(int H);
 /* x[t] = E[ids[t]] (+ P[t % S + pos_off]), n rows */
 template <typename T, typename R>
@@ -41,6 +56,15 @@ void launch_embed(const int32_t *ids, const T *E, const float *P, int pos_off, i
 template <typename T, typename R>
 void launch_norm(R *x, const float *badd, T *y, int n, int H, const float *w, const float *b,
                  int rms, float eps, cudaStream_t st);
+/* launch_norm feeding a W8A8 slot directly: y is not written; per row the
+ * codes q[t][kp] (zeros from H) and scale sx[t] that the W8A8 quantizer
+ * computes from y as launch_norm would store it (divided by smooth, when
+ * not NULL). Only where norm_q_ok(H). */
+int norm_q_ok(int H);
+template <typename T, typename R>
+void launch_norm_q(R *x, const float *badd, int n, int H, const float *w, const float *b,
+                   int rms, float eps, const float *smooth, int8_t *q, float *sx, int kp,
+                   cudaStream_t st);
 /* qkv rows [n][q | k | v]: + bias (may be NULL), RoPE when cs is not NULL;
  * k_only: RoPE of the k heads alone, no bias (attention rotates Q) */
 template <typename T>
