@@ -63,6 +63,24 @@ static int slot_gemm(lmc_cu *cu, const dblock &b, int which, const void *X, void
     return 0;
 }
 
+/* launch_norm_q for the norm (weight and bias vectors wv, bv of b) before
+ * the W8A8 slot q, where qslot_norm_quant allows it: 1 when launched. */
+template <typename T, typename R>
+static int norm_then_quant(lmc_cu *cu, const dquant &q, const float *badd, int n, int wv, int bv,
+                           const dblock &b)
+{
+    const float *sm;
+    int8_t *codes;
+    float *sx;
+    int kp;
+    if (!qslot_norm_quant(cu, q, n, &sm, &codes, &sx, &kp))
+        return 0;
+    const lmc_cu_dims *d = &cu->d;
+    launch_norm_q<T, R>((R *)cu->x, badd, n, d->hidden, b.v[wv], b.v[bv], d->norm_is_rms,
+                        (float)d->norm_eps, sm, codes, sx, kp, cu->st);
+    return 1;
+}
+
 /* One block on cu->x (residual type R). *pending: a bias the previous
  * linear still owes x. obs (calibration, may be NULL) sees every linear's
  * input. */
@@ -76,14 +94,19 @@ static int run_block(lmc_cu *cu, int l, int n, int S, const float **pending, lmc
     cudaDataType dt = dtype_of<T>();
     float eps = (float)d->norm_eps;
 
-    launch_norm<T, R>((R *)cu->x, *pending, (T *)cu->xn, n, H, b.v[LMC_CU_ATTN_NORM_W],
-                   b.v[LMC_CU_ATTN_NORM_B], d->norm_is_rms, eps, cu->st);
+    /* W8A8 (no observer reads the norm's output): the norm writes the
+     * slot's int8 codes, not xn */
+    int qn = !obs && norm_then_quant<T, R>(cu, b.q[0], *pending, n, LMC_CU_ATTN_NORM_W,
+                                           LMC_CU_ATTN_NORM_B, b);
+    if (!qn)
+        launch_norm<T, R>((R *)cu->x, *pending, (T *)cu->xn, n, H, b.v[LMC_CU_ATTN_NORM_W],
+                          b.v[LMC_CU_ATTN_NORM_B], d->norm_is_rms, eps, cu->st);
     LAUNCH_OK("norm kernel");
     mark(cu, ST_NORM);
     *pending = NULL;
     if (obs && obs->fn(obs->ctx, 0, cu->xn, n, H, err) < 0)
         return -1;
-    if (slot_gemm<T>(cu, b, LMC_CU_QKV, cu->xn, cu->qkv, n, ld, H, dt, 0.0f, err) < 0)
+    if (slot_gemm<T>(cu, b, LMC_CU_QKV, qn ? NULL : cu->xn, cu->qkv, n, ld, H, dt, 0.0f, err) < 0)
         return -1;
     mark(cu, ST_QKV_GEMM);
     const float *bqkv = b.v[LMC_CU_QKV_B];
@@ -106,20 +129,25 @@ static int run_block(lmc_cu *cu, int l, int n, int S, const float **pending, lmc
     if (slot_gemm<T>(cu, b, LMC_CU_O, cu->ctx, cu->x, n, H, qd, dtype_of<R>(), 1.0f, err) < 0)
         return -1;
     mark(cu, ST_O_GEMM);
-    launch_norm<T, R>((R *)cu->x, b.v[LMC_CU_O_B], (T *)cu->xn, n, H, b.v[LMC_CU_FFN_NORM_W],
-                   b.v[LMC_CU_FFN_NORM_B], d->norm_is_rms, eps, cu->st);
+    const dquant &qgu = b.q[LMC_CU_GU - LMC_CU_QKV];
+    qn = !obs && norm_then_quant<T, R>(cu, qgu, b.v[LMC_CU_O_B], n, LMC_CU_FFN_NORM_W,
+                                       LMC_CU_FFN_NORM_B, b);
+    if (!qn)
+        launch_norm<T, R>((R *)cu->x, b.v[LMC_CU_O_B], (T *)cu->xn, n, H,
+                          b.v[LMC_CU_FFN_NORM_W], b.v[LMC_CU_FFN_NORM_B], d->norm_is_rms, eps,
+                          cu->st);
     LAUNCH_OK("norm kernel");
     mark(cu, ST_NORM);
     if (obs && obs->fn(obs->ctx, 2, cu->xn, n, H, err) < 0)
         return -1;
-    const dquant &qgu = b.q[LMC_CU_GU - LMC_CU_QKV];
+    const void *xgu = qn ? NULL : cu->xn;
     if (qslot_fuses_act(qgu, F)) { /* W8A8: no gate|up outputs in memory */
         qslot_act af = {b.v[LMC_CU_GU_B], cu->act, F, d->gated, d->act};
-        if (qslot_gemm_act(cu, qgu, cu->xn, n, H, af, err) < 0)
+        if (qslot_gemm_act(cu, qgu, xgu, n, H, af, err) < 0)
             return -1;
         mark(cu, ST_ACT);
     } else {
-        if (slot_gemm<T>(cu, b, LMC_CU_GU, cu->xn, cu->gu, n, d->gated ? 2 * F : F, H, dt, 0.0f,
+        if (slot_gemm<T>(cu, b, LMC_CU_GU, xgu, cu->gu, n, d->gated ? 2 * F : F, H, dt, 0.0f,
                          err) < 0)
             return -1;
         mark(cu, ST_GU_GEMM);

@@ -9,6 +9,7 @@
 #include "kernels.cuh"
 #include "model.cuh"
 
+#include <assert.h>
 #include <float.h>
 
 /* ---------------------------------------------------------------- kernels */
@@ -34,21 +35,16 @@ __global__ void k_quant_w8a8(const T *x, int K, int kp, const float *smooth, int
     }
     bad = __syncthreads_or(bad);
     m = block_max(m, red);
-    if (m < 1e-5f)
-        m = 1e-5f;
-    float s = m / 127.0f;
+    float s = w8a8_scale(m);
     for (int c = threadIdx.x; c < kp; c += blockDim.x) {
-        float r = 0.0f;
+        int8_t r = 0;
         if (c < K) {
             float v = tof(xt[c]);
             if (smooth)
                 v = v / smooth[c];
-            r = rintf(v / s);
-            r = r > 127.0f ? 127.0f : r;
-            r = r < -127.0f ? -127.0f : r;
-            r = r == r ? r : 0.0f;
+            r = w8a8_code(v, s);
         }
-        qt[c] = (int8_t)r;
+        qt[c] = r;
     }
     if (threadIdx.x == 0)
         sx[blockIdx.x] = bad ? NAN : s;
@@ -101,9 +97,7 @@ __global__ void k_quant_w8a8_v8(const T *x, int K, int kp, const float *smooth, 
     }
     bad = __syncthreads_or(bad);
     m = block_max(m, red);
-    if (m < 1e-5f)
-        m = 1e-5f;
-    float s = m / 127.0f;
+    float s = w8a8_scale(m);
     for (int c = threadIdx.x * 8; c < kp; c += blockDim.x * 8) {
         union {
             int8_t b[8];
@@ -118,13 +112,8 @@ __global__ void k_quant_w8a8_v8(const T *x, int K, int kp, const float *smooth, 
                 for (int i = 0; i < 8; i++)
                     v[i] = v[i] / sm[i];
             }
-            for (int i = 0; i < 8; i++) {
-                float r = rintf(v[i] / s);
-                r = r > 127.0f ? 127.0f : r;
-                r = r < -127.0f ? -127.0f : r;
-                r = r == r ? r : 0.0f;
-                o.b[i] = (int8_t)r;
-            }
+            for (int i = 0; i < 8; i++)
+                o.b[i] = w8a8_code(v[i], s);
         } else {
             o.u = make_uint2(0, 0);
         }
@@ -301,7 +290,9 @@ __global__ void k_dequant(const uint8_t *blob, int rows, int K, int bits, int gr
 /* ---------------------------------------------------------------- products */
 
 /* af: the activation of a W8A8 gate|up slot fused into its epilogue
- * (qslot_fuses_act), Y_ unused; NULL: Y_ (=|+=) the products */
+ * (qslot_fuses_act), Y_ unused; NULL: Y_ (=|+=) the products. X NULL: the
+ * codes and scales of all n rows are in q_xq and q_sx already
+ * (qslot_norm_quant). */
 template <typename T, typename Y>
 static int i8_gemm(lmc_cu *cu, const dquant &q, const T *X, Y *Y_, int n, int N, int K,
                    int accumulate, lmc_error *err, const qslot_act *af = NULL)
@@ -313,13 +304,15 @@ static int i8_gemm(lmc_cu *cu, const dquant &q, const T *X, Y *Y_, int n, int N,
     int vec8 = !scalar && K % 8 == 0 && q.kp % 8 == 0;
     for (int t0 = 0; t0 < n; t0 += cu->q_chunk) {
         int nt = std::min(cu->q_chunk, n - t0);
-        const T *xc = X + (size_t)t0 * K;
+        const T *xc = X ? X + (size_t)t0 * K : NULL;
         Y *yc = Y_ + (size_t)t0 * N;
         for (int pi = 0; pi < q.nparts; pi++) {
             const dqpart &p = q.p[pi];
             if (p.lead != pi)
                 continue;
-            if (int8)
+            if (!X)
+                assert(t0 == 0 && nt == n && q.kind == LMC_CU_Q_W8A8);
+            else if (int8)
                 k_quant_int8<T><<<nt, 256, 0, cu->st>>>(xc, K, q.kp, p.is_out, cu->q_xq,
                                                         cu->q_sx);
             else if (vec8)
@@ -403,14 +396,25 @@ int qslot_gemm(lmc_cu *cu, const dquant &q, const void *X, void *Y, int n, int N
     return DISPATCH(cu->prec, qgemm_t, cu, q, X, Y, n, N, K, tout, beta, err);
 }
 
-int qslot_fuses_act(const dquant &q, int F)
+/* W8A8 with one activation quantization for the whole slot */
+static int one_w8a8_group(const dquant &q)
 {
-    if (q.kind != LMC_CU_Q_W8A8 || F % 4 || q.N % 4 || getenv("LMC_CUDA_I8_UNFUSED") ||
-        getenv("LMC_CUDA_I8_SCALAR"))
+    if (q.kind != LMC_CU_Q_W8A8 || getenv("LMC_CUDA_I8_UNFUSED") || getenv("LMC_CUDA_I8_SCALAR"))
         return 0;
     for (int i = 0; i < q.nparts; i++)
         if (q.p[i].lead != 0)
             return 0;
+    return 1;
+}
+
+int qslot_fuses_act(const dquant &q, int F) { return one_w8a8_group(q) && F % 4 == 0 && q.N % 4 == 0; }
+
+int qslot_norm_quant(const lmc_cu *cu, const dquant &q, int n, const float **smooth,
+                     int8_t **codes, float **sx, int *kp)
+{
+    if (!one_w8a8_group(q) || n > cu->q_chunk || !norm_q_ok(q.K))
+        return 0;
+    *smooth = q.p[0].smooth, *codes = cu->q_xq, *sx = cu->q_sx, *kp = q.kp;
     return 1;
 }
 

@@ -37,7 +37,8 @@ struct dquant {
 
 struct dblock;
 /* Y (=|+= with beta 1) X . W^T for the quantized slot q (N outputs, K
- * inputs, n rows of X in the compute type, Y in tout). */
+ * inputs, n rows of X in the compute type, Y in tout; X NULL: after
+ * launch_norm_q, see qslot_norm_quant). */
 int qslot_gemm(lmc_cu *cu, const dquant &q, const void *X, void *Y, int n, int N, int K,
                cudaDataType tout, float beta, lmc_error *err);
 /* The activation of the gate|up (fc1) slot fused into a W8A8 slot's
@@ -51,6 +52,12 @@ struct qslot_act {
 /* 1: q is a W8A8 slot of one activation quantization (gate and up equally
  * smoothed) that qslot_gemm_act runs (LMC_CUDA_I8_UNFUSED=1: never). */
 int qslot_fuses_act(const dquant &q, int F);
+/* 1: the norm before the W8A8 slot q can write its n rows' codes and
+ * scales (launch_norm_q) where qslot_gemm with X NULL reads them: q has one
+ * activation quantization and n rows make one product (smooth, codes, sx,
+ * kp: the arguments for launch_norm_q). */
+int qslot_norm_quant(const lmc_cu *cu, const dquant &q, int n, const float **smooth,
+                     int8_t **codes, float **sx, int *kp);
 int qslot_gemm_act(lmc_cu *cu, const dquant &q, const void *X, int n, int K,
                    const qslot_act &af, lmc_error *err);
 /* Frees q's device memory. */
