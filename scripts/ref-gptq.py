@@ -25,6 +25,7 @@ seconds, and peak GPU memory.
 """
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -40,6 +41,9 @@ ap.add_argument("--wbits", type=int, default=4)
 ap.add_argument("--groupsize", type=int, default=128)
 ap.add_argument("--seed", type=int, default=0)
 args = ap.parse_args()
+for f in ("gptq.py", "quant.py", "modelutils.py"):
+    if not os.path.isfile(os.path.join(args.code, f)):
+        sys.exit(f"{args.code}: no {f} (--code wants a checkout of IST-DASLab/gptq)")
 sys.path.insert(0, args.code)
 
 import torch  # noqa: E402
@@ -151,7 +155,7 @@ def sequential():
         for j in range(args.nsamples):
             outs[j] = run(layer, j)
         layers[i] = layer.cpu()
-        del layer, g
+        layer = g = None  # freed before the next block, as their del
         torch.cuda.empty_cache()
         inps, outs = outs, inps
 
