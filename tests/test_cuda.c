@@ -463,6 +463,47 @@ START_TEST(test_act)
 }
 END_TEST
 
+/* The wgmma int8 GEMM against exact integer sums: shapes that leave
+ * partial row, column and K tiles (tiles 128 x 256 x 128). */
+START_TEST(test_i8_gemm)
+{
+    if (!gpu())
+        return;
+    const int shapes[][3] = {{1, 8, 16}, {150, 136, 144}, {300, 520, 1040}, {129, 257, 272}};
+    lmc_test_rng_seed(9);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        int8_t *x = malloc((size_t)M * K), *w = malloc((size_t)N * K);
+        float *y = malloc(sizeof(float) * M * N);
+        /* |codes| <= 100: sums below 2^24 at K = 1040, exact in fp32 */
+        for (int i = 0; i < M * K; i++)
+            x[i] = (int8_t)lrint(100.0 * lmc_test_urand());
+        for (int i = 0; i < N * K; i++)
+            w[i] = (int8_t)lrint(100.0 * lmc_test_urand());
+        lmc_error err;
+        int r = lmc_cuda_test_i8_gemm(x, w, M, N, K, y, &err);
+        ck_assert_msg(r >= 0, "%s", err.msg);
+        if (r == 1) {
+            printf("int8 wgmma GEMM: not on this device, skipped\n");
+            free(x), free(w), free(y);
+            return;
+        }
+        long bad = 0;
+        for (int t = 0; t < M; t++)
+            for (int c = 0; c < N; c++) {
+                int64_t acc = 0;
+                for (int k = 0; k < K; k++)
+                    acc += (int64_t)x[(size_t)t * K + k] * w[(size_t)c * K + k];
+                bad += y[(size_t)t * N + c] != (float)acc;
+            }
+        ck_assert_msg(bad == 0, "int8 GEMM %d x %d x %d: %ld of %d outputs wrong", M, N, K, bad,
+                      M * N);
+        free(x), free(w), free(y);
+    }
+    printf("int8 wgmma GEMM: exact on 4 shapes\n");
+}
+END_TEST
+
 START_TEST(test_row_nll)
 {
     if (!gpu())
@@ -609,14 +650,23 @@ START_TEST(test_slot_int8)
             lmc_test_rng_seed(300 + 7 * l + k);
             float *x = rnd((size_t)n * K, 2.0, 0), *y = malloc(sizeof(float) * n * N);
             float *ref = malloc(sizeof(float) * n * N), *part = malloc(sizeof(float) * n * N);
-            ck_assert_msg(lmc_cuda_slot_product(cm, l, k, x, n, y, &err) == 0, "%s", err.msg);
-            /* the vector quantizer and epilogue against their scalar twins: bit for bit */
+            /* the vector quantizer and epilogue through cuBLAS, and the wgmma
+             * GEMM with its epilogue (where it runs), against the scalar
+             * twins: bit for bit */
             setenv("LMC_CUDA_I8_SCALAR", "1", 1);
             ck_assert_msg(lmc_cuda_slot_product(cm, l, k, x, n, ref, &err) == 0, "%s", err.msg);
             unsetenv("LMC_CUDA_I8_SCALAR");
-            ck_assert_msg(!memcmp(y, ref, sizeof(float) * n * N),
-                          "tiny #%d kind %d layer %d slot %d: vector and scalar int8 kernels differ",
-                          ti, kind, l, k);
+            for (int g = 0; g < 2; g++) {
+                setenv("LMC_CUDA_I8_GEMM", g ? "wgmma" : "cublas", 1);
+                ck_assert_msg(lmc_cuda_slot_product(cm, l, k, x, n, y, &err) == 0, "%s",
+                              err.msg);
+                ck_assert_msg(!memcmp(y, ref, sizeof(float) * n * N),
+                              "tiny #%d kind %d layer %d slot %d: %s and scalar int8 kernels "
+                              "differ",
+                              ti, kind, l, k, g ? "wgmma" : "cuBLAS");
+            }
+            unsetenv("LMC_CUDA_I8_GEMM");
+            ck_assert_msg(lmc_cuda_slot_product(cm, l, k, x, n, y, &err) == 0, "%s", err.msg);
             int o0 = 0;
             for (int i = 0; i < sl[k].n; i++) {
                 lmc_tensor *t = lmc_model_block_tensor(m, l, sl[k].roles[i], "weight");
@@ -647,7 +697,8 @@ START_TEST(test_slot_int8)
 END_TEST
 
 /* The whole W8A8 forward with the vector quantizer, the vector epilogue and
- * the gate|up epilogue fused with the activation, against the scalar
+ * the gate|up epilogue fused with the activation, through cuBLAS and
+ * through the wgmma GEMM with those epilogues in it, against the scalar
  * kernels and the separate activation (LMC_CUDA_I8_SCALAR=1): the same NLL
  * to the last bit, at fp32 and fp16, with and without smoothing. */
 START_TEST(test_i8_forward)
@@ -662,9 +713,10 @@ START_TEST(test_i8_forward)
     const lmc_precision ps[2] = {LMC_PREC_FP32, LMC_PREC_FP16};
     lmc_error err;
     for (int pi = 0; pi < 2; pi++) {
-        double nll[2][3];
-        for (int sc = 0; sc < 2; sc++) {
-            if (sc)
+        double nll[3][3];
+        for (int sc = 0; sc < 3; sc++) { /* wgmma GEMM (where it runs), cuBLAS, scalar */
+            setenv("LMC_CUDA_I8_GEMM", sc ? "cublas" : "wgmma", 1);
+            if (sc == 2)
                 setenv("LMC_CUDA_I8_SCALAR", "1", 1);
             lmc_backend *cm;
             ck_assert_msg(cuda_open(m, ps[pi], LMC_RESIDUAL_AUTO, nwin * S, S, &cm, &err) == 0,
@@ -673,11 +725,14 @@ START_TEST(test_i8_forward)
                           err.msg);
             lmc_backend_close(cm);
             unsetenv("LMC_CUDA_I8_SCALAR");
+            unsetenv("LMC_CUDA_I8_GEMM");
         }
-        for (int k = 0; k < nwin; k++)
-            ck_assert_msg(nll[0][k] == nll[1][k] && isfinite(nll[0][k]),
-                          "tiny #%d kind %d %s window %d: nll %.17g fused against %.17g", ti,
-                          kind, lmc_precision_name(ps[pi]), k, nll[0][k], nll[1][k]);
+        for (int sc = 0; sc < 2; sc++)
+            for (int k = 0; k < nwin; k++)
+                ck_assert_msg(nll[sc][k] == nll[2][k] && isfinite(nll[sc][k]),
+                              "tiny #%d kind %d %s window %d: nll %.17g (%s) against %.17g", ti,
+                              kind, lmc_precision_name(ps[pi]), k, nll[sc][k],
+                              sc ? "cuBLAS" : "wgmma", nll[2][k]);
     }
     free(ids);
     lmc_model_free(m);
@@ -1369,6 +1424,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_attention_rope);
     tcase_add_test(tc, test_act);
     tcase_add_test(tc, test_row_nll);
+    tcase_add_test(tc, test_i8_gemm);
     tcase_add_loop_test(tc, test_block, 0, N_TINY);
     tcase_add_loop_test(tc, test_slot_int8, 0, 3 * N_TINY);
     tcase_add_loop_test(tc, test_i8_forward, 0, 2 * N_TINY);

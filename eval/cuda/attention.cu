@@ -3,6 +3,7 @@
  * precision), an mma.sync m16n8k16 one (head_dim 32/64/96/128, fp16/bf16)
  * and on Hopper a wgmma one (head_dim 64) that can rotate Q itself.
  * CPU twin: lmc_op_attention (forward_cpu.c); checks in tests/test_cuda.c. */
+#include "async.cuh"
 #include "attention.cuh"
 
 /* ---------------------------------------------------------------- attention, SIMT */
@@ -106,18 +107,6 @@ k_attn_simt(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int
 }
 
 /* ---------------------------------------------------------------- attention, tensor cores */
-
-__device__ __forceinline__ void cp_async16(void *smem, const void *g, bool pred)
-{
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    int n = pred ? 16 : 0; /* 0: zero-fill */
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(g), "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
 
 __device__ __forceinline__ void ldsm_x4(const void *p, uint32_t &r0, uint32_t &r1, uint32_t &r2,
                                         uint32_t &r3)
@@ -386,18 +375,6 @@ k_attn_tc(const T *qkv, T *ctx, int S, int ld, int qd, int kvd, int group, int l
  * softmax overlaps another's products. GQA packing, grid order and the
  * online softmax are k_attn_tc's. */
 #define WG_BC 64
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define LMC_DEVICE_WGMMA 1
-#endif
-
-/* Shared-memory matrix descriptor: 128-byte swizzle, 8-row groups 1024
- * bytes apart (the stride), leading offset unused by this layout (1). */
-__device__ __forceinline__ uint64_t wg_desc(const void *p)
-{
-    uint64_t a = (uint64_t)__cvta_generic_to_shared(p);
-    return ((a & 0x3FFFF) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
-}
-
 /* the 32 fp32 accumulators of a m64n64 tile, per thread: operand text and
  * constraint list */
 #define LMC_WG_D                                                                              \
@@ -440,26 +417,6 @@ LMC_WG_OPS(bf16, "bf16")
 #undef LMC_WG_ACC
 #undef LMC_WG_ACC4
 #undef LMC_WG_D
-
-__device__ __forceinline__ void wg_fence()
-{
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void wg_commit()
-{
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-template <int N> __device__ __forceinline__ void wg_wait()
-{
-    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-
-/* cp.async writes through the generic proxy, wgmma reads through the async
- * one: make the former visible to the latter */
-__device__ __forceinline__ void fence_proxy_async()
-{
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
 
 /* Causal mask of one warp's 16 x 64 score tile (rows from tile row wr). */
 __device__ __forceinline__ void wg_mask(float (&s)[8][4], int k0, int q0, int wr, int lp,
@@ -722,27 +679,6 @@ static int launch_tc(const lmc_cu_dims *d, const T *qkv, T *ctx, int nwin, int S
                                                   scale_log2);
     LAUNCH_OK("attention kernel");
     return 0;
-}
-
-/* The wgmma kernel exists in this build (sm_90a code, LMC_SM90A from the
- * Makefile) and the device is a Hopper (compute capability 9.0). */
-static bool wgmma_ok()
-{
-#ifdef LMC_SM90A
-    static int ok = -1;
-    if (ok < 0) {
-        int dev = 0, major = 0, minor = 0;
-        ok = cudaGetDevice(&dev) == cudaSuccess &&
-             cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ==
-                 cudaSuccess &&
-             cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) ==
-                 cudaSuccess &&
-             major == 9 && minor == 0;
-    }
-    return ok == 1;
-#else
-    return false;
-#endif
 }
 
 template <typename T>

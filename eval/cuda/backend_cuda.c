@@ -748,6 +748,12 @@ int lmc_cuda_test_act(lmc_act act, int gated, const float *gu, const float *bias
     return lmc_cu_test_act((int)act, gated, gu, bias, a, n, F, prec_of(p), err);
 }
 
+int lmc_cuda_test_i8_gemm(const int8_t *X, const int8_t *W, int M, int N, int K, float *y,
+                          lmc_error *err)
+{
+    return lmc_cu_test_i8_gemm(X, W, M, N, K, y, err);
+}
+
 int lmc_cuda_test_row_nll(const float *logits, int rows, int V, const int32_t *targets,
                           lmc_precision p, double *nll, lmc_error *err)
 {

@@ -147,6 +147,9 @@ int lmc_cu_test_attention(const lmc_cu_dims *d, const float *q, const float *k, 
                           int nwin, int S, int kind, int prec, lmc_error *err);
 int lmc_cu_test_act(int act, int gated, const float *gu, const float *bias, float *a, int n,
                     int F, int prec, lmc_error *err);
+/* 1: no wgmma int8 GEMM here */
+int lmc_cu_test_i8_gemm(const int8_t *X, const int8_t *W, int M, int N, int K, float *y,
+                        lmc_error *err);
 int lmc_cu_test_row_nll(const float *logits, int rows, int V, const int32_t *targets, int half,
                         double *nll, lmc_error *err);
 

@@ -47,6 +47,17 @@ __device__ __forceinline__ int8_t w8a8_code(float v, float s)
     return (int8_t)(r == r ? r : 0.0f);
 }
 
+/* The rescaled int32 product a in the CPU kernels' expression order, W8A8
+ * (a * sw) * sx, LLM.int8() (sx * sw) * a, plus y when accumulating; every
+ * operation rounded on its own (no FMA contraction, as on the CPU), so that
+ * all the int8 kernels (qslot.cu, gemm_i8.cu) compute the same bits. */
+__device__ __forceinline__ float i8_rescale(float a, float sw, float sx, int int8_order,
+                                            float y, int accumulate)
+{
+    float v = int8_order ? __fmul_rn(__fmul_rn(sx, sw), a) : __fmul_rn(__fmul_rn(a, sw), sx);
+    return accumulate ? __fadd_rn(y, v) : v;
+}
+
 int norm_threads(int H);
 /* x[t] = E[ids[t]] (+ P[t % S + pos_off]), n rows */
 template <typename T, typename R>

@@ -6,6 +6,7 @@
  * GEMM's fp32 sums differs from the CPU. Packed qgroup weights are expanded
  * with lmc_qgroup_dequant's expression, rounded to the compute type exactly
  * as a dequantize-at-load upload rounds them. */
+#include "gemm_i8.cuh"
 #include "kernels.cuh"
 #include "model.cuh"
 
@@ -170,17 +171,6 @@ __global__ void k_gather(const T *x, int K, const int *oidx, int nout, T *xo, in
     xo[i] = x[t * K + oidx[j]];
 }
 
-/* The rescaled int32 product a in the CPU kernels' expression order, W8A8
- * (a * sw) * sx, LLM.int8() (sx * sw) * a, plus y when accumulating; every
- * operation rounded on its own (no FMA contraction, as on the CPU), so that
- * all the kernels below compute the same bits. */
-__device__ __forceinline__ float i8_rescale(float a, float sw, float sx, int int8_order,
-                                            float y, int accumulate)
-{
-    float v = int8_order ? __fmul_rn(__fmul_rn(sx, sw), a) : __fmul_rn(__fmul_rn(a, sw), sx);
-    return accumulate ? __fadd_rn(y, v) : v;
-}
-
 /* y[t][c0 + r] (=|+=) the rescaled int32 product. */
 template <typename Y>
 __global__ void k_i8_epilogue(const int32_t *acc, int ld, const float *sw, const float *sx,
@@ -289,6 +279,64 @@ __global__ void k_dequant(const uint8_t *blob, int rows, int K, int bits, int gr
 
 /* ---------------------------------------------------------------- products */
 
+/* The products of part p's group with the epilogue fused: the wgmma GEMM
+ * (gemm_i8.cu) writes yc's columns or, with af, the activation. */
+template <typename T, typename Y>
+static int wg_product(lmc_cu *cu, const dquant &q, const dqpart &p, int nt, int N, Y *yc,
+                      int t0, int int8, int accumulate, const qslot_act *af, lmc_error *err)
+{
+    i8wg_epi e = {};
+    e.sx = cu->q_sx;
+    if (af) {
+        e.sw = q.sw, e.bias = af->bias, e.a = (T *)af->a + (size_t)t0 * af->F;
+        e.F = af->F, e.gated = af->gated, e.act = af->act;
+        e.fast = af->F % (16 / (int)sizeof(T)) == 0;
+        if (i8wg_run<T>(cu->q_xq, q.codes, nt, N, q.kp, e, cu->st, err) < 0)
+            return -1;
+    } else {
+        e.sw = q.sw + p.row0, e.int8_order = int8, e.accumulate = accumulate;
+        e.y = yc + p.row0, e.ldy = N;
+        if (i8wg_run<Y>(cu->q_xq, q.codes + (size_t)p.row0 * q.kp, nt, p.grows, q.kp, e, cu->st,
+                        err) < 0)
+            return -1;
+    }
+    mark(cu, ST_I8_GEMM);
+    return 0;
+}
+
+/* Their twins: cuBLAS's int32 products in q_acc, then the epilogue kernels
+ * (scalar: the one-element ones). */
+template <typename T, typename Y>
+static int blas_product(lmc_cu *cu, const dquant &q, const dqpart &p, int nt, int N, Y *yc,
+                        int t0, int int8, int accumulate, int scalar, const qslot_act *af,
+                        lmc_error *err)
+{
+    if (lmc_gemm_run_i8(cu->gemm, cu->q_xq, q.kp, q.codes + (size_t)p.row0 * q.kp, q.kp,
+                        cu->q_acc + p.row0, N, nt, p.grows, q.kp, err) < 0)
+        return -1;
+    mark(cu, ST_I8_GEMM);
+    if (af) {
+        int fast = af->F % (16 / (int)sizeof(T)) == 0;
+        dim3 g((unsigned)((af->F / 4 + 127) / 128), (unsigned)nt);
+        k_i8_act<T><<<g, 128, 0, cu->st>>>(cu->q_acc, N, q.sw, cu->q_sx, af->bias,
+                                           (T *)af->a + (size_t)t0 * af->F, af->F, af->gated,
+                                           af->act, fast);
+        LAUNCH_OK("int8 activation epilogue");
+    } else if (!scalar && N % 4 == 0 && p.row0 % 4 == 0 && p.grows % 4 == 0) {
+        dim3 g((unsigned)((p.grows / 4 + 127) / 128), (unsigned)nt);
+        k_i8_epilogue_v4<Y><<<g, 128, 0, cu->st>>>(cu->q_acc, N, q.sw, cu->q_sx, yc, p.row0,
+                                                   p.grows, int8, accumulate);
+        LAUNCH_OK("int8 epilogue");
+    } else {
+        size_t ne = (size_t)nt * p.grows;
+        k_i8_epilogue<Y><<<(unsigned)((ne + 255) / 256), 256, 0, cu->st>>>(
+            cu->q_acc, N, q.sw, cu->q_sx, yc, p.row0, p.grows, nt, int8, accumulate);
+        LAUNCH_OK("int8 epilogue");
+    }
+    mark(cu, ST_I8_EPI);
+    return 0;
+}
+
 /* af: the activation of a W8A8 gate|up slot fused into its epilogue
  * (qslot_fuses_act), Y_ unused; NULL: Y_ (=|+=) the products. X NULL: the
  * codes and scales of all n rows are in q_xq and q_sx already
@@ -302,6 +350,9 @@ static int i8_gemm(lmc_cu *cu, const dquant &q, const T *X, Y *Y_, int n, int N,
     /* 16-byte rows of x and 8-byte rows of codes for the vector quantizer */
     int scalar = getenv("LMC_CUDA_I8_SCALAR") != NULL; /* the twins, for the tests */
     int vec8 = !scalar && K % 8 == 0 && q.kp % 8 == 0;
+    /* the wgmma GEMM with the epilogue fused (gemm_i8.cu); the cuBLAS int32
+     * products and the epilogue kernels are their twins */
+    int wg = !scalar && i8wg_ok();
     for (int t0 = 0; t0 < n; t0 += cu->q_chunk) {
         int nt = std::min(cu->q_chunk, n - t0);
         const T *xc = X ? X + (size_t)t0 * K : NULL;
@@ -323,31 +374,13 @@ static int i8_gemm(lmc_cu *cu, const dquant &q, const T *X, Y *Y_, int n, int N,
                                                         cu->q_sx);
             LAUNCH_OK("int8 activation quantization");
             mark(cu, ST_I8_QUANT);
-            if (lmc_gemm_run_i8(cu->gemm, cu->q_xq, q.kp, q.codes + (size_t)p.row0 * q.kp, q.kp,
-                                cu->q_acc + p.row0, N, nt, p.grows, q.kp, err) < 0)
+            int r = wg ? wg_product<T, Y>(cu, q, p, nt, N, yc, t0, int8, accumulate, af, err)
+                       : blas_product<T, Y>(cu, q, p, nt, N, yc, t0, int8, accumulate, scalar,
+                                            af, err);
+            if (r < 0)
                 return -1;
-            mark(cu, ST_I8_GEMM);
-            if (af) { /* one group: the whole slot is in q_acc */
-                int fast = af->F % (16 / (int)sizeof(T)) == 0;
-                dim3 g((unsigned)((af->F / 4 + 127) / 128), (unsigned)nt);
-                k_i8_act<T><<<g, 128, 0, cu->st>>>(cu->q_acc, N, q.sw, cu->q_sx, af->bias,
-                                                   (T *)af->a + (size_t)t0 * af->F, af->F,
-                                                   af->gated, af->act, fast);
-                LAUNCH_OK("int8 activation epilogue");
-                mark(cu, ST_I8_EPI);
+            if (af) /* one group: the whole slot */
                 continue;
-            }
-            if (!scalar && N % 4 == 0 && p.row0 % 4 == 0 && p.grows % 4 == 0) {
-                dim3 g((unsigned)((p.grows / 4 + 127) / 128), (unsigned)nt);
-                k_i8_epilogue_v4<Y><<<g, 128, 0, cu->st>>>(cu->q_acc, N, q.sw, cu->q_sx, yc,
-                                                           p.row0, p.grows, int8, accumulate);
-            } else {
-                size_t ne = (size_t)nt * p.grows;
-                k_i8_epilogue<Y><<<(unsigned)((ne + 255) / 256), 256, 0, cu->st>>>(
-                    cu->q_acc, N, q.sw, cu->q_sx, yc, p.row0, p.grows, nt, int8, accumulate);
-            }
-            LAUNCH_OK("int8 epilogue");
-            mark(cu, ST_I8_EPI);
             if (int8 && p.nout) {
                 size_t no = (size_t)nt * p.nout;
                 k_gather<T><<<(unsigned)((no + 255) / 256), 256, 0, cu->st>>>(

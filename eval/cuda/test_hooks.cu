@@ -2,6 +2,7 @@
  * tests/test_cuda.c runs each against its CPU twin. */
 #include "attention.cuh"
 #include "dbuf.cuh"
+#include "gemm_i8.cuh"
 #include "kernels.cuh"
 
 template <typename T>
@@ -144,3 +145,30 @@ extern "C" int lmc_cu_test_row_nll(const float *logits, int rows, int V, const i
     return 0;
 }
 
+
+/* The wgmma int8 GEMM alone: y = X . W^T through its epilogue with unit
+ * scales, which leaves the int32 sums exact in fp32 below 2^24. */
+extern "C" int lmc_cu_test_i8_gemm(const int8_t *X, const int8_t *W, int M, int N, int K, float *y,
+                                   lmc_error *err)
+{
+    if (lmc_cu_device(NULL, 0, err) < 0)
+        return -1;
+    if (!i8wg_ok())
+        return 1;
+    dbuf dx, dw, dy, ds;
+    size_t nx = (size_t)M * K, nw = (size_t)N * K, ny = (size_t)M * N;
+    int mx = M > N ? M : N;
+    std::vector<float> ones((size_t)mx, 1.0f);
+    if (dnew(dx, nx, err) < 0 || dnew(dw, nw, err) < 0 || dnew(dy, ny * 4, err) < 0 ||
+        f32_dev(ds, ones.data(), (size_t)mx, err) < 0)
+        return -1;
+    CUDA_OK(cudaMemcpy(dx.p, X, nx, cudaMemcpyHostToDevice), "test upload");
+    CUDA_OK(cudaMemcpy(dw.p, W, nw, cudaMemcpyHostToDevice), "test upload");
+    i8wg_epi e = {};
+    e.sw = e.sx = (const float *)ds.p;
+    e.y = dy.p, e.ldy = N;
+    if (i8wg_run<float>((const int8_t *)dx.p, (const int8_t *)dw.p, M, N, K, e, 0, err) < 0)
+        return -1;
+    CUDA_OK(cudaMemcpy(y, dy.p, ny * 4, cudaMemcpyDeviceToHost), "test download");
+    return 0;
+}

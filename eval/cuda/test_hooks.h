@@ -50,6 +50,11 @@ int lmc_cuda_test_attention_rope(const lmc_config *c, const float *q, const floa
  * [2F]), else act(u + bu) (gu = [n][F], bias [F]); bias may be NULL. */
 int lmc_cuda_test_act(lmc_act act, int gated, const float *gu, const float *bias, float *a, int n,
                       int F, lmc_precision p, lmc_error *err);
+/* y[M][N] = X[M][K] . W[N][K]^T (int8, K a multiple of 16) through the
+ * wgmma int8 GEMM of the W8A8 slots with unit scales; 1 where that kernel
+ * does not run (not a Hopper, or not an sm_90a build). */
+int lmc_cuda_test_i8_gemm(const int8_t *X, const int8_t *W, int M, int N, int K, float *y,
+                          lmc_error *err);
 /* nll[r] = -log softmax(logits[r])[targets[r]] (0 where targets[r] < 0),
  * from logits stored as the NLL forward stores them in precision p (fp16 at
  * fp16, else fp32). */
